@@ -1,0 +1,60 @@
+"""Installs unloc_tf and its bundled gin configs (as unloc_tf.gin_configs)."""
+
+import os
+
+import setuptools
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _gin_files():
+  out = []
+  for root, _, files in os.walk(os.path.join(HERE, "gin")):
+    for name in files:
+      if name.endswith(".gin"):
+        out.append(os.path.relpath(os.path.join(root, name),
+                                   os.path.join(HERE, "gin")))
+  return sorted(out)
+
+
+setuptools.setup(
+    name="unloc_tf",
+    version="0.1.0",
+    description=("UnLoc (ICCV 2023) in TensorFlow 2 / Keras 3: one model for"
+                 " moment retrieval, temporal action localization, action"
+                 " segmentation and highlight detection."),
+    long_description=open(os.path.join(HERE, "README.md")).read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["unloc_tf", "unloc_tf.*"])
+    + ["unloc_tf.gin_configs", "unloc_tf.tools"],
+    # The top-level gin/ and tools/ folders install inside the package, so
+    # configs are found by name and the tools run as console scripts.
+    package_dir={"unloc_tf.gin_configs": "gin", "unloc_tf.tools": "tools"},
+    package_data={
+        "unloc_tf.gin_configs": _gin_files(),
+        "unloc_tf.data": ["assets/*"],
+    },
+    include_package_data=False,
+    install_requires=[
+        # 2.20 is the newest tensorflow-tpu; keep the code working on both.
+        "tensorflow>=2.20,<2.22",
+        "keras>=3.10,<3.16",
+        "keras-hub>=0.32,<0.33",
+        "tensorflow-text>=2.20,<2.22",
+        "absl-py>=2.0",
+        "gin-config>=0.5,<0.6",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "data": ["av==18.1.0", "tqdm>=4.60"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "unloc-make-synthetic=unloc_tf.tools.make_synthetic:run",
+            "unloc-main-job=unloc_tf.tools.main_job:run",
+        ],
+    },
+)

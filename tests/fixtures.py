@@ -1,0 +1,80 @@
+"""Small records for tests: real JPEG frames, real TFRecord shards."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from unloc_tf import spec
+from unloc_tf.data import records
+
+
+def frames(n: int, height: int = 24, width: int = 32, seed: int = 0):
+  """n distinct uint8 frames: frame i has mean brightness ~ 8 * (i % 30)."""
+  rng = np.random.default_rng(seed)
+  base = rng.integers(0, 16, size=(n, height, width, 3))
+  level = (8 * (np.arange(n) % 30))[:, None, None, None]
+  return (base + level).astype(np.uint8)
+
+
+def video_record(
+    media_id: str,
+    n: int = 20,
+    segments: Sequence[records.Segment] = (),
+    spt: float = 0.5,
+    embeddings_dim: Optional[int] = None,
+    with_frames: bool = True,
+    **kwargs,
+) -> records.VideoRecord:
+  emb = None
+  if embeddings_dim:
+    emb = np.arange(n * embeddings_dim, dtype=np.float32).reshape(
+        n, embeddings_dim)
+  return records.VideoRecord(
+      media_id=media_id,
+      secs_per_timestep=spt,
+      frames=records.encode_jpeg(frames(n)) if with_frames else None,
+      embeddings=emb,
+      segments=list(segments),
+      **kwargs,
+  )
+
+
+def write(tmp_path, name: str, recs, num_shards: int = 1, task=None):
+  prefix = os.path.join(str(tmp_path), name)
+  return records.write_shards(recs, prefix, num_shards, task=task)
+
+
+def write_raw(tmp_path, name: str, examples: Sequence[tf.train.SequenceExample]):
+  """Writes SequenceExamples as they are (no validation): for bad input."""
+  path = os.path.join(str(tmp_path), name + ".tfrecord")
+  with tf.io.TFRecordWriter(path) as w:
+    for ex in examples:
+      w.write(ex.SerializeToString())
+  return path
+
+
+def raw_example(n_frames_field: Optional[int], jpegs: Sequence[bytes],
+                start=(), end=(), label=(), start_us=(), end_us=(),
+                captions=()) -> tf.train.SequenceExample:
+  """A SequenceExample built key by key, like a foreign writer would."""
+  ex = tf.train.SequenceExample()
+  c = ex.context.feature
+  if n_frames_field is not None:
+    c[spec.CLIP_FRAMES].int64_list.value.append(n_frames_field)
+  c[spec.SEGMENT_START_INDEX].int64_list.value.extend(start)
+  c[spec.SEGMENT_END_INDEX].int64_list.value.extend(end)
+  c[spec.SEGMENT_LABEL_INDEX].int64_list.value.extend(label)
+  if start_us:
+    c[spec.SEGMENT_START_TIMESTAMP].int64_list.value.extend(start_us)
+    c[spec.SEGMENT_END_TIMESTAMP].int64_list.value.extend(end_us)
+  if captions:
+    c[spec.SEGMENT_LABEL_STRING].bytes_list.value.extend(
+        s.encode() for s in captions)
+  fl = ex.feature_lists.feature_list[spec.IMAGE_ENCODED]
+  for j in jpegs:
+    fl.feature.add().bytes_list.value.append(j)
+  return ex
