@@ -1,7 +1,7 @@
 r"""Writes the built-in synthetic benchmark (records of every task).
 
-Usage:
-  python -m tools.make_synthetic --output_dir=/tmp/synthetic
+Usage (from the repo root; or the installed `unloc-make-synthetic`):
+  python tools/make_synthetic.py --output_dir=/tmp/synthetic
   python -m tools.make_synthetic --output_dir=/tmp/syn_small --num_train=16 \
       --num_val=4 --num_test=4 --tasks=temporal_localization,moment_retrieval \
       --write_videos
@@ -16,14 +16,20 @@ Layout of the output (see `unloc_tf.data.synthetic.write_benchmark`):
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
-from unloc_tf import spec
-from unloc_tf.data import synthetic
+if __package__ in (None, ""):
+  # Run as a script (python tools/make_synthetic.py): import the repo's
+  # unloc_tf without installing it.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__))))
+
+from unloc_tf import spec  # noqa: E402
+from unloc_tf.data import synthetic  # noqa: E402
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output directory.",
                                   required=True)

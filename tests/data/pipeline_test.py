@@ -313,3 +313,28 @@ def test_config_errors():
     pipeline.InputConfig(task=spec.TAL, num_classes=3)
   with pytest.raises(ValueError, match="embedding_dim"):
     pipeline.InputConfig(task=spec.MR, input_mode="embeddings")
+
+
+@pytest.mark.parametrize("is_training", [True, False])
+def test_decode_and_crop_fast_path_equals_full_decode(tmp_path, is_training):
+  """Frames stored at the target short side decode only the crop; the
+  pixels are the ones preprocess_clip gives on the fully decoded clip."""
+  from unloc_tf.data import augment
+  from unloc_tf.data import schema
+
+  rec = fixtures.video_record("v", n=10, segments=[Seg(1, 4, 0)])
+  [path] = fixtures.write(tmp_path, "d", [rec])
+  cfg = _config(spec.TAL, min_resize=24, crop_size=16, rand_augment=True)
+  proc = pipeline._Processor(cfg, is_training, validate=True)
+  raw = next(iter(tf.data.TFRecordDataset(path)))
+  p = proc.parse(tf.constant(path), tf.constant(0, tf.int64), raw)
+  indices = tf.constant([0, 1, 3, 4, 5, 6, 8, 9])
+  seed = tf.constant([5, 11], tf.int64)
+  fast = proc._visual(p, indices, seed)[spec.FRAMES].numpy()
+  decoded = tf.stack([tf.io.decode_jpeg(p[spec.IMAGE_ENCODED][i])
+                      for i in indices.numpy()])
+  slow = augment.preprocess_clip(
+      decoded, is_training=is_training, seed=seed, crop_size=16,
+      min_resize=24, rand_augment=True).numpy()
+  np.testing.assert_allclose(fast, slow, atol=1e-6)
+  del schema

@@ -557,10 +557,11 @@ def normalize(frames: tf.Tensor) -> tf.Tensor:
   Returns:
     float32, same shape.
   """
-  x = tf.cast(frames, tf.float32) / 255.0
-  mean = tf.constant(CLIP_MEAN, tf.float32)
-  std = tf.constant(CLIP_STD, tf.float32)
-  return (x - mean) / std
+  # One multiply-add per value: x * (1 / (255 std)) - mean / std.
+  scale = tf.constant([1.0 / (255.0 * s) for s in CLIP_STD], tf.float32)
+  offset = tf.constant([-m / s for m, s in zip(CLIP_MEAN, CLIP_STD)],
+                       tf.float32)
+  return tf.cast(frames, tf.float32) * scale + offset
 
 
 def preprocess_clip(
@@ -623,15 +624,86 @@ def preprocess_clip(
           frames, seeds[_SEED_JITTER], min_scale, max_scale, prob=1.0
       )
     frames = random_crop(frames, crop_size, seeds[_SEED_CROP])
+  else:
+    frames = center_crop(frames, crop_size)
+  return finish_cropped_clip(
+      _set_crop_shape(frames, t_static, crop_size),
+      is_training=is_training,
+      seed=seed,
+      rand_augment=rand_augment,
+      num_layers=num_layers,
+      magnitude=magnitude,
+      flip=flip,
+      normalize_output=normalize_output,
+  )
+
+
+def finish_cropped_clip(
+    frames: tf.Tensor,
+    *,
+    is_training: bool,
+    seed: tf.Tensor | None = None,
+    rand_augment: bool = False,
+    num_layers: int = 3,
+    magnitude: float = 10,
+    flip: bool = True,
+    normalize_output: bool = True,
+) -> tf.Tensor:
+  """Steps 4-6 of `preprocess_clip` on an already cropped clip.
+
+  With the same `seed`, `crop_offsets` + cropping + this function give
+  exactly what `preprocess_clip` gives (without scale jitter).
+
+  Args:
+    frames: uint8 [T, S, S, 3].
+
+  Returns:
+    float32 (normalised) or uint8 [T, S, S, 3].
+  """
+  if is_training:
+    seeds = _split(_as_seed(seed), 4)
     if flip:
       frames = random_flip(frames, seeds[_SEED_FLIP])
     if rand_augment:
       frames = _rand_augment(
           frames, seeds[_SEED_RAND_AUGMENT], num_layers, magnitude
       )
-  else:
-    frames = center_crop(frames, crop_size)
-  frames = _set_crop_shape(frames, t_static, crop_size)
   if normalize_output:
     frames = normalize(frames)
   return frames
+
+
+def crop_offsets(
+    height: tf.Tensor,
+    width: tf.Tensor,
+    size: int,
+    *,
+    is_training: bool,
+    seed: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """The crop offsets `preprocess_clip` uses for an H x W clip.
+
+  Valid when no resize happens before the crop: the short side already
+  equals `min_resize` and scale jitter is off.  Lets the input pipeline
+  decode only the crop (`tf.io.decode_and_crop_jpeg`).
+
+  Args:
+    height, width: scalar int32, the clip's frame size (>= size).
+    size: crop side.
+    is_training: random (training) or centre (evaluation) crop.
+    seed: the clip seed given to `preprocess_clip` (training).
+
+  Returns:
+    (offset_y, offset_x) int32 scalars.
+  """
+  if not is_training:
+    return (height - size) // 2, (width - size) // 2
+  crop_seed = _split(_as_seed(seed), 4)[_SEED_CROP]
+  y_seed, x_seed = _split(crop_seed, 2)
+  off_y = tf.random.stateless_uniform(
+      [], y_seed, minval=0, maxval=height - size + 1, dtype=tf.int32
+  )
+  off_x = tf.random.stateless_uniform(
+      [], x_seed, minval=0, maxval=width - size + 1, dtype=tf.int32
+  )
+  return off_y, off_x

@@ -15,10 +15,12 @@ generator yields the data of every task:
   * AS: per-frame labels; where events overlap the later-starting one wins
     (events are kept sorted by start time, so this is the reference's "later
     segments overwrite").
-  * HD: one record per (video, event caption), the event's span is the
-    relevant window, QVHighlights-style saliency (2 s clips, 3 annotators,
-    integer scores 0..4 from the clip's overlap with the event, plus seeded
-    annotator noise, only for clips that touch the window).
+  * HD: records per (video, query): the query is an event caption, the
+    event's span the relevant window, with QVHighlights-style saliency (2 s
+    clips, 3 annotators, integer scores 0..4 from the clip's overlap with the
+    event plus seeded annotator noise, only for the clips that touch the
+    window).  `hd_max_queries` (default 1, as QVHighlights has about one
+    query per video) seeded-random events per video become queries.
   * CLS: Kinetics-style trimmed clips: one clip per event, the event's span
     resized to `cls_clip_seconds` (centre crop of long events, symmetric
     context around short ones).  Labels: the event's action plus every other
@@ -46,6 +48,21 @@ Design of the scene (documented, the tests check it):
     `drift_amplitude` px (a few tenths of a px per frame, far slower than
     "move"); the background is a static low-frequency texture plus per-frame
     noise.
+
+Output of `write_benchmark` (`tools/make_synthetic.py`):
+  <out>/<task>/<split>-0000i-of-0000N.tfrecord for the tasks of `spec.TASKS`
+  (TAL/MR/AS: one record per video; HD: per query; CLS: per event clip);
+  <out>/temporal_localization_zero_shot/<split>-...: TAL records whose
+  label_index indexes `compositional_classes()` (for `class_subset` zero-shot
+  splits: the seen / held-out indices are in zero_shot.json); <out>/
+  classes.txt (`ACTIONS`), zero_shot.json, summary.json (`statistics` per
+  split); optionally videos/<vid>.mp4 and annotations/ in the official
+  formats (`write_annotations`).  In every TAL record label_string is the
+  compositional name "shape action".
+
+Default size: 240 / 40 / 40 videos of 20-60 s at 5 fps (~63k frames, ~0.8 GB
+of records); generation takes ~10-15 s on 2 cores (see the summary's
+`seconds`).
 
 Time / index rule: stored frame i shows time i / fps; an event covers frames
 `round(start_time * fps)` .. `min(round(end_time * fps), n - 1)`.  Event times
@@ -482,9 +499,9 @@ def _assign_objects(rng: np.random.Generator, events: List[Event],
       cx = (cells[i] % 3 + 0.5) * cell
       cy = (cells[i] // 3 + 0.5) * cell
       j = max(0.0, min(3.0, (cell - diameter) / 2))
-      return (cx + rng.uniform(-j, j), cy + rng.uniform(-j, j))
+      return (float(cx + rng.uniform(-j, j)), float(cy + rng.uniform(-j, j)))
     m = diameter / 2 + 1
-    return (rng.uniform(m, size - m), rng.uniform(m, size - m))
+    return (float(rng.uniform(m, size - m)), float(rng.uniform(m, size - m)))
 
   for k, ev in enumerate(events):
     if ev.shape:
@@ -492,6 +509,9 @@ def _assign_objects(rng: np.random.Generator, events: List[Event],
     else:
       shapes = [s for s in SHAPES if (s, ev.action) not in held]
     pairs = [(c, s) for s in shapes for c in COLOURS if (c, s) not in used]
+    if not pairs:  # a forced shape ran out of colours: any allowed pair
+      pairs = [(c, s) for s in SHAPES for c in COLOURS
+               if (c, s) not in used and (s, ev.action) not in held]
     c, s = pairs[int(rng.integers(len(pairs)))]
     used.add((c, s))
     ev.colour, ev.shape = c, s
@@ -955,7 +975,7 @@ def cls_clip(video: SyntheticVideo, k: int,
 
 def to_records(video: SyntheticVideo, task: str, jpeg_quality: int = 90,
                zero_shot: bool = False,
-               hd_max_queries: Optional[int] = None,
+               hd_max_queries: Optional[int] = 1,
                cls_clip_seconds: Tuple[float, float] = (2.0, 10.0)
                ) -> List[records.VideoRecord]:
   """The records of one video for one task (frames JPEG-encoded once).
@@ -1113,7 +1133,9 @@ def write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
     stream.width = frames.shape[2]
     stream.height = frames.shape[1]
     stream.pix_fmt = "yuv420p"
-    stream.options = {"crf": "18", "preset": "veryfast"}
+    # Tiny frames: libx264's per-frame overhead dominates, so "ultrafast".
+    stream.options = {"crf": "18", "preset": "ultrafast"}
+    stream.codec_context.thread_count = 1
     for f in frames:
       frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f),
                                          format="rgb24")
@@ -1295,10 +1317,19 @@ def write_benchmark(
     temporal_localization_zero_shot/<split>-... (TAL with compositional
       labels, if TAL is in `tasks` and `zero_shot_records`);
     classes.txt (`ACTIONS`, one per line), zero_shot.json, summary.json;
-    videos/<vid>.mp4 and annotations/... (`write_annotations`) if
+    videos/<vid>.mp4 and annotations/... (see `write_annotations`) if
     `write_videos` (annotations alone with `write_annotation_files=True`).
 
   Args:
+    output_dir: where to write (created).
+    config: the benchmark config.
+    tasks: tasks to write records for.
+    num_shards: shards per task and split (fewer if there are fewer records).
+    write_videos: also write h264 mp4s (PyAV) and the annotation files.
+    write_annotation_files: annotation files; defaults to `write_videos`.
+    zero_shot_records: with TAL, also write the compositional-label TAL
+      records.
+    jpeg_quality: JPEG quality of the stored frames.
     progress: called as progress(split, done, total) after every video.
 
   Returns:

@@ -111,12 +111,9 @@ def _byte_characters() -> list[str]:
     *range(ord("\u00a1"), ord("\u00ac") + 1),
     *range(ord("\u00ae"), ord("\u00ff") + 1),
   ]
-  order, chars = list(printable), list(printable)
-  for b in range(256):
-    if b not in printable:
-      order.append(b)
-      chars.append(256 + len(order) - len(printable) - 1)
-  return [chr(c) for c in chars]
+  # The other 68 bytes map to chr(256), chr(257), ... in byte order.
+  others = [256 + n for n in range(256 - len(printable))]
+  return [chr(c) for c in printable + others]
 
 
 def _read_vocabulary(path: str) -> Tuple[dict, list]:
