@@ -27,8 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
 from unloc_tf import spec  # noqa: E402
-from unloc_tf.data import pipeline  # noqa: E402
-from unloc_tf.data import records  # noqa: E402
+from unloc_tf.data import (
+  pipeline,  # noqa: E402
+  records,  # noqa: E402
+)
 
 N0 = 128
 

@@ -399,3 +399,17 @@ def test_runs_in_tf_data_map_with_per_element_seeds():
   )
   out = np.stack([x.numpy() for x in eval_ds])
   assert out.shape == (6, 3, 32, 32, 3) and out.dtype == np.float32
+
+
+def test_keras_rand_augment_is_clip_consistent_in_tf_data():
+  """The Keras 3 core RandAugment option: one transform for the whole clip."""
+  frame = np.random.default_rng(0).integers(0, 255, (1, 16, 16, 3))
+  clip = np.repeat(frame, 4, axis=0).astype(np.uint8)
+  ds = tf.data.Dataset.from_tensors(clip).repeat(3).map(
+      lambda c: augment.keras_rand_augment(c, num_layers=2, magnitude=8))
+  outs = [o.numpy() for o in ds]
+  for o in outs:
+    assert o.shape == clip.shape and o.dtype == np.uint8
+    for t in range(1, 4):
+      np.testing.assert_array_equal(o[t], o[0])
+  assert any(not np.array_equal(o, clip) for o in outs)

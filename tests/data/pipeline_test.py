@@ -319,8 +319,7 @@ def test_config_errors():
 def test_decode_and_crop_fast_path_equals_full_decode(tmp_path, is_training):
   """Frames stored at the target short side decode only the crop; the
   pixels are the ones preprocess_clip gives on the fully decoded clip."""
-  from unloc_tf.data import augment
-  from unloc_tf.data import schema
+  from unloc_tf.data import augment, schema
 
   rec = fixtures.video_record("v", n=10, segments=[Seg(1, 4, 0)])
   [path] = fixtures.write(tmp_path, "d", [rec])

@@ -548,6 +548,43 @@ def rand_augment(
 # ---------------------------------------------------------------------------
 # Normalisation and the full pipeline.
 # ---------------------------------------------------------------------------
+_KERAS_RAND_AUGMENT = {}
+
+
+def keras_rand_augment(
+    frames: tf.Tensor, num_layers: int = 3, magnitude: float = 10
+) -> tf.Tensor:
+  """`keras.layers.RandAugment`, one random transformation per clip.
+
+  The Keras 3 core layer draws one transformation from the first frame and
+  applies it to every frame.  It is NOT reproducible from a seed (the layer
+  keeps its own seed state), it includes geometric ops, and it is slow (see
+  the module docstring); `rand_augment` is the reference's version.
+
+  Args:
+    frames: uint8 [T, H, W, 3].
+    num_layers: ops per clip.
+    magnitude: 0..10, mapped to the layer's factor magnitude / 10.
+
+  Returns:
+    uint8 [T, H, W, 3].
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+
+  key = (num_layers, float(magnitude))
+  if key not in _KERAS_RAND_AUGMENT:
+    _KERAS_RAND_AUGMENT[key] = keras.layers.RandAugment(
+        value_range=(0, 255), num_ops=num_layers, factor=magnitude / 10.0)
+  layer = _KERAS_RAND_AUGMENT[key]
+  shape = frames.shape
+  x = tf.cast(frames, tf.float32)
+  transform = layer.get_random_transformation(x[:1], training=True)
+  x = layer.transform_images(x, transform, training=True)
+  out = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+  out.set_shape(shape)
+  return out
+
+
 def normalize(frames: tf.Tensor) -> tf.Tensor:
   """CLIP normalisation: (frames / 255 - CLIP_MEAN) / CLIP_STD.
 
@@ -579,6 +616,7 @@ def preprocess_clip(
     magnitude: float = 10,
     flip: bool = True,
     normalize_output: bool = True,
+    rand_augment_impl: str = "reference",
 ) -> tf.Tensor:
   """Reference spatial pipeline (reference_spec.md §1.3), in its order.
 
@@ -605,6 +643,8 @@ def preprocess_clip(
     magnitude: RandAugment M (0..10).
     flip: enables step 4 (reference `random_flip`).
     normalize_output: enables step 6.
+    rand_augment_impl: "reference" (the reference's 12 branches, seeded) or
+      "keras" (`keras.layers.RandAugment`, not seed-reproducible).
 
   Returns:
     float32 (normalised) or uint8 [T, crop_size, crop_size, 3].
@@ -635,6 +675,7 @@ def preprocess_clip(
       magnitude=magnitude,
       flip=flip,
       normalize_output=normalize_output,
+      rand_augment_impl=rand_augment_impl,
   )
 
 
@@ -648,6 +689,7 @@ def finish_cropped_clip(
     magnitude: float = 10,
     flip: bool = True,
     normalize_output: bool = True,
+    rand_augment_impl: str = "reference",
 ) -> tf.Tensor:
   """Steps 4-6 of `preprocess_clip` on an already cropped clip.
 
@@ -664,7 +706,9 @@ def finish_cropped_clip(
     seeds = _split(_as_seed(seed), 4)
     if flip:
       frames = random_flip(frames, seeds[_SEED_FLIP])
-    if rand_augment:
+    if rand_augment and rand_augment_impl == "keras":
+      frames = keras_rand_augment(frames, num_layers, magnitude)
+    elif rand_augment:
       frames = _rand_augment(
           frames, seeds[_SEED_RAND_AUGMENT], num_layers, magnitude
       )

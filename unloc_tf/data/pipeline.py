@@ -48,6 +48,9 @@ class InputConfig:
     jitter_scale, min_scale, max_scale: training scale jitter.
     rand_augment, rand_augment_layers, rand_augment_magnitude: training video
       RandAugment (one random transform per clip).
+    rand_augment_impl: "reference" (the reference's 12 branches, stateless
+      and seeded) or "keras" (`keras.layers.RandAugment`, one transform per
+      clip; not reproducible from `seed`).
     random_flip: training horizontal flip.
     normalize: CLIP mean/std normalisation to float32 in the pipeline.  The
       default (False) yields uint8 frames and the model normalises them (the
@@ -94,6 +97,7 @@ class InputConfig:
   rand_augment: bool = False
   rand_augment_layers: int = 3
   rand_augment_magnitude: int = 10
+  rand_augment_impl: str = "reference"
   random_flip: bool = True
   normalize: bool = False
   secs_per_timestep: float = 0.1
@@ -127,6 +131,9 @@ class InputConfig:
     if self.text_mode not in ("tokens", "embeddings", "none"):
       raise ValueError(f"text_mode must be tokens, embeddings or none, got"
                        f" {self.text_mode!r}")
+    if self.rand_augment_impl not in ("reference", "keras"):
+      raise ValueError(f"rand_augment_impl must be 'reference' or 'keras',"
+                       f" got {self.rand_augment_impl!r}")
     if self.eval_windows not in ("all", "center"):
       raise ValueError(f"eval_windows must be 'all' or 'center', got"
                        f" {self.eval_windows!r}")
@@ -332,7 +339,8 @@ class _Processor:
                                 p[spec.RECORD_INDEX], indices)
     aug = dict(rand_augment=c.rand_augment, num_layers=c.rand_augment_layers,
                magnitude=c.rand_augment_magnitude, flip=c.random_flip,
-               normalize_output=c.normalize)
+               normalize_output=c.normalize,
+               rand_augment_impl=c.rand_augment_impl)
 
     def decode_all():
       frames = tf.map_fn(

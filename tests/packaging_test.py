@@ -1,0 +1,57 @@
+"""setup.py ships the gin configs, the vocabulary and the tools."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from unloc_tf import config_files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_config_files_find_by_name():
+  path = config_files.find("datasets/synthetic")
+  assert path.endswith(os.path.join("gin", "datasets", "synthetic.gin"))
+  assert config_files.find(path) == path
+  assert "datasets/synthetic.gin" in config_files.list_configs()
+  with pytest.raises(FileNotFoundError, match="not found"):
+    config_files.find("datasets/no_such_dataset")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+  out = tmp_path_factory.mktemp("wheel")
+  subprocess.run(
+      [sys.executable, "-m", "pip", "wheel", "--no-deps",
+       "--no-build-isolation", "-q", "-w", str(out), ROOT],
+      check=True, capture_output=True)
+  [name] = [f for f in os.listdir(out) if f.endswith(".whl")]
+  return zipfile.ZipFile(os.path.join(out, name))
+
+
+def test_wheel_contents(wheel):
+  names = set(wheel.namelist())
+  assert "unloc_tf/gin_configs/datasets/synthetic.gin" in names
+  assert "unloc_tf/data/assets/bpe_simple_vocab_16e6.txt.gz" in names
+  assert "unloc_tf/data/assets/LICENSE_clip_vocabulary.txt" in names
+  assert "unloc_tf/tools/make_synthetic.py" in names
+  assert "unloc_tf/tools/main_job.py" in names
+  entry = [n for n in names if n.endswith("entry_points.txt")]
+  text = wheel.read(entry[0]).decode()
+  assert "unloc-make-synthetic = unloc_tf.tools.make_synthetic:run" in text
+  assert not any(n.startswith("tests/") for n in names)
+
+
+def test_installed_layout_finds_configs(wheel, tmp_path):
+  """After pip install, configs are found inside the package."""
+  wheel.extractall(tmp_path)
+  code = ("import sys; sys.path.insert(0, %r); "
+          "from unloc_tf import config_files; "
+          "print(config_files.find('datasets/synthetic'))" % str(tmp_path))
+  out = subprocess.run([sys.executable, "-c", code], check=True,
+                       capture_output=True, text=True, cwd=str(tmp_path))
+  assert out.stdout.strip() == str(
+      tmp_path / "unloc_tf" / "gin_configs" / "datasets" / "synthetic.gin")
