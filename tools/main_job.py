@@ -26,8 +26,10 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from unloc_tf import spec  # noqa: E402
-from unloc_tf.data import pipeline  # noqa: E402
-from unloc_tf.data import synthetic  # noqa: E402
+from unloc_tf.data import (
+  pipeline,  # noqa: E402
+  synthetic,  # noqa: E402
+)
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/unloc_main",
                                "Where data and results go.")

@@ -1,0 +1,1 @@
+"""Plain Keras 3 layers of unloc_tf."""

@@ -1,0 +1,1 @@
+"""The UnLoc backbone and its named sizes."""

@@ -1,0 +1,1 @@
+"""One keras.Model per task: TAL/HD, MR, AS, video-text classification."""
