@@ -1,9 +1,9 @@
 """Task models on tiny configs: shapes per task and mode, losses, freezing,
 XLA, and .keras save/load."""
 
-import keras
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
