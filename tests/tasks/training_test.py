@@ -1,13 +1,12 @@
 """A few hundred steps on the synthetic benchmark: the training loss goes
 down and moment-retrieval R1@0.5 goes up (margins, not times)."""
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from unloc_tf import spec
-from unloc_tf.data import pipeline
-from unloc_tf.data import synthetic
+from unloc_tf.data import pipeline, synthetic
 from unloc_tf.tasks import moment_retriever
 
 N0 = 32
