@@ -55,3 +55,12 @@ def test_installed_layout_finds_configs(wheel, tmp_path):
                        capture_output=True, text=True, cwd=str(tmp_path))
   assert out.stdout.strip() == str(
       tmp_path / "unloc_tf" / "gin_configs" / "datasets" / "synthetic.gin")
+
+
+def test_repo_gin_folder_does_not_shadow_gin_config():
+  """gin/ holds configs, not a package: `import gin` must be gin-config."""
+  out = subprocess.run([sys.executable, "-c",
+                        "import gin; print(hasattr(gin, 'parse_config'))"],
+                       cwd=ROOT, capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "True"
+  assert not os.path.exists(os.path.join(ROOT, "gin", "__init__.py"))
