@@ -49,12 +49,16 @@ setuptools.setup(
     ],
     extras_require={
         "data": ["av==18.1.0", "tqdm>=4.60"],
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6"],
+        "viz": ["matplotlib>=3.7"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6",
+                "matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [
             "unloc-make-synthetic=unloc_tf.tools.make_synthetic:run",
             "unloc-main-job=unloc_tf.tools.main_job:run",
+            "unloc-visualize=unloc_tf.tools.visualize:run",
+            "unloc-make-zero-shot-splits=unloc_tf.tools.make_zero_shot_splits:run",
         ],
     },
 )

@@ -1,0 +1,1 @@
+"""Tests of unloc_tf.metrics (numpy only)."""

@@ -1,0 +1,1 @@
+"""Tests of unloc_tf.ops."""
