@@ -135,9 +135,9 @@ def test_tiou_exactly_at_threshold_is_a_match():
 
 def test_threshold_eight_is_0_8999999999999999():
   assert T[8] == 0.8999999999999999 and T[8] != 0.9
-  # g [0, 7], p [0.7, 7]: ∩ 6.3, union 7 + 6.3 - 6.3 = 7
-  # -> 6.3 / 7 = 0.8999999999999999 (not 0.9): a TP at T[8], which an exact
-  # 0.9 threshold would miss.
+  # g [0, 7], p [0.7, 7]: ∩ 6.3, union 7 + 6.3 - 6.3 = 7.000000000000001 in
+  # floating point -> 0.8999999999999999 (not 0.9): a TP at T[8], which an
+  # exact 0.9 threshold misses.
   assert loc.segment_iou([0.7, 7], [[0, 7]])[0] == 0.8999999999999999
   gt, pred = _gt(("v", 0, 7)), _pred(("v", 0.7, 7, 1.0))
   np.testing.assert_array_equal(loc.average_precision_detection(gt, pred),

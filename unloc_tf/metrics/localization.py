@@ -22,13 +22,15 @@ without pandas:
   `np.linspace(0.5, 0.95, 10)`, whose element 8 is 0.8999999999999999.
 
 Tie order (`tie_order`), the one place where the toolkit is not deterministic:
-`"toolkit"` (default) calls `argsort()[::-1]` exactly like the toolkit, which
-ranks equal scores in reverse input order for up to 3 predictions but in an
-order that depends on numpy's sort implementation for more (numpy's default
-sort is not stable; SIMD builds reorder ties from 4 elements on).
-`"reverse_input"` is the deterministic version of the small-array behaviour
-and `"input"` keeps equal scores in input order (moment_detr's stable
-`list.sort`, used by the QVHighlights MR mAP).
+`"toolkit"` (default) calls `argsort()[::-1]` exactly like the toolkit, so it
+gives the toolkit's ranking on the same numpy.  numpy's default sort is not
+stable: equal scores come out in reverse input order for 2 or 3 predictions,
+but for more the order is implementation-defined (numpy 2.4 with AVX-512
+sorting already reorders ties among 4 elements).  `"reverse_input"` is the
+deterministic version of the small-array behaviour and `"input"` keeps equal
+scores in input order (moment_detr's stable `list.sort`, used by the
+QVHighlights MR mAP).  Only tied scores are affected; the GT visiting order
+inside the matching is always the toolkit's `tiou.argsort()[::-1]`.
 """
 
 from __future__ import annotations

@@ -196,20 +196,18 @@ def average_precision(y_true: Any, y_score: Any) -> float:
   return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def mean_average_precision(scores: Sequence[Any], labels: Sequence[Any],
-                           background: Any = BACKGROUND) -> float:
+def mean_average_precision(scores: Sequence[Any], labels: Sequence[Any]
+                           ) -> float:
   """Per-class AP over the pooled frames of all videos, nanmean over classes.
 
   Args:
     scores: per video, [n, C] class scores (logits or probabilities).
-    labels: per video, [n] class indices (the `background` value or any
-      value outside [0, C) = no class) or [n, C] multi-hot.
-    background: unused for multi-hot labels; documented for symmetry.
+    labels: per video, [n] class indices (background, or any value outside
+      [0, C), = no class) or [n, C] multi-hot.
 
   Returns:
     The nanmean of the per-class APs (NaN if no class has a positive).
   """
-  del background  # every value outside [0, C) is "no class"
   if len(scores) != len(labels):
     raise ValueError(f"{len(scores)} score arrays for {len(labels)} videos")
   all_scores, all_labels = [], []

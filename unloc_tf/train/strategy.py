@@ -132,4 +132,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def local_replicas(strategy: tf.distribute.Strategy) -> int:
   """Replicas (devices) driven by this process."""
-  return len(strategy.extended.worker_devices)
+  try:
+    return len(strategy.extended.worker_devices)
+  except RuntimeError:  # the default strategy
+    return 1

@@ -1,0 +1,429 @@
+"""The training loop: one custom loop for every tf.distribute strategy.
+
+    with strategy.scope(): model, optimizer (built), distributed dataset
+    restore the latest checkpoint (model, optimizer slots and step, data
+      iterator) or, on a fresh start, `init_checkpoint` (restore_partial)
+    loop until optimizer.iterations == total_steps:
+      strategy.run(replica step) on the next global batch
+      health checks, Progbar, TensorBoard scalars
+      evaluation every eval_every steps (+ best checkpoint)
+      checkpoint every checkpoint_every steps
+    at the end: evaluation and a checkpoint
+
+Why a custom loop and not `model.fit`: `fit` fails under
+MultiWorkerMirroredStrategy in Keras 3.15, and `BackupAndRestore` restarts
+the interrupted epoch; `CheckpointManager` with the iterator in the
+checkpoint resumes exactly (keras_tf_pitfalls.md §1, §3).
+
+The replica step: the forward pass and `model.compute_loss` (the task models
+return the per-replica loss already divided by `num_replicas_in_sync`) and
+the backward pass, then `optimizer.apply`, which sums the gradients over
+replicas, clips and updates (`unloc_tf.train.optimizers`).  The step counter
+is `optimizer.iterations`, so the schedule, checkpoints and logs agree.
+
+XLA (`jit_compile=True`) compiles only the per-replica forward + backward,
+never `strategy.run` with its collectives, and only when:
+  * the process drives one replica (the default strategy, MWMS with one
+    device per worker): XLA cannot use variables mirrored on several local
+    devices (keras_tf_pitfalls.md §4), and
+  * the forward pass has no cross-replica collective (the MR in-batch
+    negatives' `gather_rows` under more than one replica): XLA on CPU has
+    no collectives (§1c).  The trainer traces the forward pass once and
+    looks for collective ops.
+On TPU `strategy.run` is compiled by TPUStrategy itself; `jit_compile` is
+ignored.  The chosen mode is logged.
+
+Multi-worker: every worker runs the same loop, saves checkpoints (the data
+iterator's state is per worker, since workers read different shards) to its
+own directory -- the chief to <workdir>/checkpoints, worker i to
+<workdir>/worker_checkpoints/worker_<i> -- and on restart every worker
+restores the newest step that all workers have (a kill can land between
+two workers' saves).  Only the chief writes summaries, evaluates, and keeps
+best/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+
+from unloc_tf import spec
+from unloc_tf.train import checkpoints as ckpt_lib
+from unloc_tf.train import health as health_lib
+from unloc_tf.train import optimizers as opt_lib
+from unloc_tf.train import strategy as strategy_lib
+
+_COLLECTIVE_OPS = ("Collective", "NcclAllReduce", "AllReduce", "AllGather")
+
+
+def _numeric(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """The batch without string features (ids, file names): XLA and the
+  device step take numbers only."""
+  return {k: v for k, v in batch.items() if v.dtype != tf.string}
+
+
+def _graph_ops(concrete) -> set:
+  graph_def = concrete.graph.as_graph_def()
+  ops = {n.op for n in graph_def.node}
+  for f in graph_def.library.function:
+    ops.update(n.op for n in f.node_def)
+  return ops
+
+
+def _has_collectives(concrete) -> bool:
+  return any(op.startswith(_COLLECTIVE_OPS) or "Collective" in op
+             for op in _graph_ops(concrete))
+
+
+def _zeros_like_spec(element_spec) -> Dict[str, tf.Tensor]:
+  """A batch of one example of zeros (builds the model's variables)."""
+  out = {}
+  for key, s in element_spec.items():
+    shape = [1] + [d if d is not None else 1 for d in s.shape[1:]]
+    out[key] = tf.zeros(shape, s.dtype)
+  return out
+
+
+def _worker_checkpoint_dir(workdir: str, strategy) -> str:
+  if strategy_lib.is_chief(strategy):
+    return os.path.join(workdir, "checkpoints")
+  task_type, task_id = strategy_lib.task_info(strategy)
+  return os.path.join(workdir, "worker_checkpoints", f"{task_type}_{task_id}")
+
+
+def _common_restore_step(strategy, checkpointer) -> int:
+  """The newest checkpoint step that every worker has (0 if none)."""
+  steps = checkpointer.steps()
+  latest = steps[-1] if steps else 0
+  if not strategy_lib.is_multi_worker(strategy):
+    return latest
+  n = strategy.num_replicas_in_sync
+
+  @tf.function
+  def gather(value):
+    def fn():
+      ctx = tf.distribute.get_replica_context()
+      one_hot = tf.one_hot(ctx.replica_id_in_sync_group, n, dtype=tf.int64)
+      return ctx.all_reduce(tf.distribute.ReduceOp.SUM, one_hot * value)
+    return strategy.experimental_local_results(strategy.run(fn))[0]
+
+  latest_all = gather(tf.constant(latest, tf.int64)).numpy()
+  common = int(latest_all.min())
+  if common and common not in steps:
+    raise ValueError(
+        f"the workers' latest checkpoints are at steps {latest_all.tolist()}"
+        f" but {checkpointer.directory} has no step {common} (it has"
+        f" {steps}); keep_checkpoints >= 2 keeps one step in common")
+  return common
+
+
+def _scalar_metadata():
+  # What tensorboard.summary.v2.scalar writes (plugin "scalars", empty
+  # content), without depending on the tensorboard package.
+  metadata = summary_pb2.SummaryMetadata()
+  metadata.plugin_data.plugin_name = "scalars"
+  metadata.plugin_data.content = b""
+  return metadata
+
+
+def write_scalar(name: str, value: float, step: int) -> None:
+  """A TensorBoard scalar in the default summary writer."""
+  tf.summary.write(tag=name, tensor=tf.constant(float(value), tf.float32),
+                   step=step, metadata=_scalar_metadata())
+
+
+class _Writers:
+  """TensorBoard writers of the chief (no-ops elsewhere)."""
+
+  def __init__(self, workdir: str, enabled: bool):
+    self.enabled = enabled
+    if enabled:
+      self.train = tf.summary.create_file_writer(
+          os.path.join(workdir, "train"))
+      self.eval = tf.summary.create_file_writer(os.path.join(workdir, "eval"))
+
+  def scalars(self, which: str, step: int, values: Dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    writer = self.train if which == "train" else self.eval
+    with writer.as_default(step=step):
+      for name, value in values.items():
+        if isinstance(value, (int, float, np.floating, np.integer)):
+          write_scalar(name, value, step)
+
+  def flush(self) -> None:
+    if self.enabled:
+      self.train.flush()
+      self.eval.flush()
+
+
+def train(
+    *,
+    workdir: str,
+    strategy: Optional[tf.distribute.Strategy | str] = None,
+    model_fn: Callable[[], keras.Model],
+    train_data_fn: Callable[..., tf.data.Dataset],
+    optimizer_fn: Callable[[], keras.optimizers.Optimizer],
+    total_steps: int,
+    eval_data_fn: Optional[Callable[[], tf.data.Dataset]] = None,
+    evaluator: Optional[Callable[[keras.Model, tf.data.Dataset, int],
+                                 Optional[Dict[str, float]]]] = None,
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 3,
+    eval_every: int = 0,
+    log_every: int = 50,
+    best_metric: Optional[str] = None,
+    best_mode: str = "max",
+    jit_compile: bool = True,
+    init_checkpoint: Optional[str] = None,
+    init_skip_regex: Optional[str] = None,
+    seed: int = 0,
+    progress: bool = True,
+    health_window: int = 20,
+) -> Dict[str, Any]:
+  """Trains (or resumes training) a task model until `total_steps`.
+
+  Args:
+    workdir: output directory: checkpoints/, best/, train/ and eval/
+      (TensorBoard), eval_results.json.  Restarting with the same workdir
+      and arguments resumes from the latest checkpoint with the same step,
+      learning rate and next batch.
+    strategy: a `tf.distribute.Strategy`, a name for `make_strategy`, or
+      None (the current strategy).
+    model_fn: builds the Keras task model; called inside
+      `strategy.scope()`.  An unbuilt model is built there on a zeros batch
+      of the dataset's element spec.
+    train_data_fn: `train_data_fn(input_context=...)` -> a repeated
+      tf.data.Dataset of per-replica batches (global batch split by the
+      input context), e.g. `pipeline.make_dataset(..., is_training=True,
+      input_context=input_context)`.  String features are dropped.
+    optimizer_fn: builds the optimizer (inside the scope), e.g.
+      `make_optimizer(learning_rate=make_schedule(...))`.
+    total_steps: optimizer steps of the whole run.
+    eval_data_fn: `eval_data_fn()` -> the evaluation dataset (host side).
+    evaluator: `evaluator(model, dataset, step)` -> {metric: float} or None.
+    checkpoint_every: steps between checkpoints (and one at the end).
+    keep_checkpoints: checkpoints kept (>= 2 for multi-worker restarts).
+    eval_every: steps between evaluations (0: only at the end).
+    log_every: steps between TensorBoard scalars and log lines.
+    best_metric: metric of the evaluator that selects best/ (None: no
+      best checkpoint).
+    best_mode: "max" or "min".
+    jit_compile: XLA for the per-replica forward/backward where possible
+      (module docstring).
+    init_checkpoint: on a fresh start (no checkpoint in the workdir),
+      initialise from this unloc_tf checkpoint with `restore_partial`
+      (ignored when resuming).
+    init_skip_regex: paths not to take from init_checkpoint.
+    seed: `keras.utils.set_random_seed` before the model is built.
+    progress: show a Keras Progbar (chief only).
+    health_window: batches that must contain a positive label (0: off).
+
+  Returns:
+    {"step": the final step, "loss": the last step's loss (None if no step
+     ran in this call), "metrics": the last evaluation's metrics}.
+
+  Raises:
+    health.HealthError: NaN/Inf loss, no positive labels, LR 0 after
+      warm-up.
+  """
+  if isinstance(strategy, str):
+    strategy = strategy_lib.make_strategy(strategy)
+  strategy = strategy or tf.distribute.get_strategy()
+  if best_mode not in ("max", "min"):
+    raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+  if best_metric and evaluator is None:
+    raise ValueError("best_metric needs an evaluator")
+  chief = strategy_lib.is_chief(strategy)
+  tf.io.gfile.makedirs(workdir)
+  keras.utils.set_random_seed(seed)
+
+  def dataset_fn(input_context):
+    return train_data_fn(input_context=input_context).map(_numeric)
+
+  with strategy.scope():
+    model = model_fn()
+    dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
+    if not model.built:
+      local = dataset_fn(tf.distribute.InputContext(
+          num_replicas_in_sync=strategy.num_replicas_in_sync))
+      model(_zeros_like_spec(local.element_spec), training=False)
+    optimizer = optimizer_fn()
+    optimizer.build(model.trainable_variables)
+    iterator = iter(dist_ds)
+
+  checkpointer = ckpt_lib.Checkpointer(
+      _worker_checkpoint_dir(workdir, strategy), model, optimizer, iterator,
+      max_to_keep=keep_checkpoints,
+      best_directory=os.path.join(workdir, "best"))
+  restore_step = _common_restore_step(strategy, checkpointer)
+  if restore_step:
+    checkpointer.restore(restore_step)
+    logging.info("restored %s/ckpt-%d", checkpointer.directory, restore_step)
+  elif init_checkpoint:
+    report = ckpt_lib.restore_partial(model, init_checkpoint,
+                                      skip_regex=init_skip_regex)
+    logging.info("initialised from %s: %d loaded, %d adapted, %d missing,"
+                 " %d unused", init_checkpoint, len(report["loaded"]),
+                 len(report["adapted"]), len(report["missing"]),
+                 len(report["unused"]))
+  step = int(optimizer.iterations.numpy())
+  if step != restore_step:
+    raise RuntimeError(f"optimizer.iterations is {step} after restoring step"
+                       f" {restore_step}")
+
+  # --- the step function -------------------------------------------------
+  def forward_backward(batch):
+    with tf.GradientTape() as tape:
+      outputs = model(batch, training=True)
+      loss = model.compute_loss(x=batch, y_pred=outputs)
+    grads = tape.gradient(loss, model.trainable_variables)
+    logs = {k: tf.cast(v, tf.float32)
+            for k, v in dict(getattr(model, "last_losses", {}) or {}).items()
+            if k != "loss" and tf.convert_to_tensor(v).shape.rank == 0}
+    return loss, grads, logs
+
+  use_jit = bool(jit_compile)
+  reason = "jit_compile=False"
+  if strategy_lib.is_tpu(strategy):
+    use_jit, reason = False, "TPUStrategy compiles strategy.run itself"
+  elif use_jit and strategy_lib.local_replicas(strategy) > 1:
+    use_jit, reason = False, (
+        f"{strategy_lib.local_replicas(strategy)} replicas in one process")
+  plain_fn = tf.function(forward_backward)
+  jit_fn = tf.function(forward_backward, jit_compile=True)
+  mode = {}
+
+  def replica_step(batch):
+    fn = plain_fn
+    if use_jit:
+      if "jit" not in mode:
+        concrete = plain_fn.get_concrete_function(batch)
+        mode["jit"] = not _has_collectives(concrete)
+        mode["reason"] = ("XLA on the per-replica forward/backward"
+                          if mode["jit"] else
+                          "the forward pass has cross-replica collectives")
+      if mode["jit"]:
+        fn = jit_fn
+    loss, grads, logs = fn(batch)
+    optimizer.apply(grads, model.trainable_variables)
+    labels = batch.get(spec.LABELS)
+    positives = (tf.reduce_sum(tf.cast(labels > 0, tf.float32))
+                 if labels is not None else tf.constant(-1.0))
+    return loss, logs, positives
+
+  @tf.function
+  def train_step(it):
+    learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
+    batch = next(it)
+    loss, logs, positives = strategy.run(replica_step, args=(batch,))
+    sum_ = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, None)
+    mean = lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, None)
+    return (sum_(loss), {k: mean(v) for k, v in logs.items()},
+            sum_(positives), learning_rate)
+
+  # --- the loop ----------------------------------------------------------
+  writers = _Writers(workdir, chief)
+  schedule = getattr(optimizer, "_learning_rate", None)
+  monitor = health_lib.HealthMonitor(
+      window=health_window, warmup_steps=getattr(schedule, "warmup_steps", 0),
+      total_steps=total_steps)
+  eval_ds = eval_data_fn() if eval_data_fn is not None else None
+  results_path = os.path.join(workdir, "eval_results.json")
+  metrics: Dict[str, float] = {}
+  if tf.io.gfile.exists(results_path):
+    with tf.io.gfile.GFile(results_path) as f:
+      history = json.load(f)
+    if history:
+      metrics = history[max(history, key=int)]
+  progbar = None
+  if progress and chief and step < total_steps:
+    progbar = keras.utils.Progbar(total_steps, stateful_metrics=["lr"])
+    progbar.update(step)
+  last_saved = restore_step
+  last_eval = None
+  loss_value = None
+
+  def evaluate(at_step):
+    nonlocal metrics
+    if evaluator is None or not chief:
+      return
+    t0 = time.perf_counter()
+    out = evaluator(model, eval_ds, at_step)
+    if out is None:
+      return
+    metrics = {k: float(v) for k, v in out.items()}
+    writers.scalars("eval", at_step, metrics)
+    writers.flush()
+    history = {}
+    if tf.io.gfile.exists(results_path):
+      with tf.io.gfile.GFile(results_path) as f:
+        history = json.load(f)
+    history[str(at_step)] = metrics
+    with tf.io.gfile.GFile(results_path + ".tmp", "w") as f:
+      json.dump(history, f, indent=1)
+    tf.io.gfile.rename(results_path + ".tmp", results_path, overwrite=True)
+    logging.info("eval step %d (%.1f s): %s", at_step,
+                 time.perf_counter() - t0, metrics)
+    if best_metric:
+      if best_metric not in metrics:
+        raise KeyError(f"best_metric {best_metric!r} is not among the"
+                       f" evaluator's metrics {sorted(metrics)}")
+      if checkpointer.save_best(at_step, best_metric, metrics[best_metric],
+                                best_mode):
+        logging.info("new best %s = %g at step %d", best_metric,
+                     metrics[best_metric], at_step)
+
+  logged_mode = False
+  try:
+    while step < total_steps:
+      loss_t, logs_t, positives_t, lr_t = train_step(iterator)
+      if not logged_mode:
+        logging.info("train step: %s (%s)",
+                     "XLA" if mode.get("jit") else "no XLA",
+                     mode.get("reason", reason))
+        logged_mode = True
+      loss_value = float(loss_t)
+      lr = float(lr_t)
+      logs = {k: float(v) for k, v in logs_t.items()}
+      positives = float(positives_t)
+      monitor.check_step(step, loss_value,
+                         positives if positives >= 0 else None, lr)
+      step += 1
+      if progbar is not None:
+        progbar.update(step, [("loss", loss_value), ("lr", lr)]
+                       + sorted(logs.items()), finalize=False)
+      if step % log_every == 0 or step == total_steps:
+        writers.scalars("train", step, {"loss": loss_value,
+                                        "learning_rate": lr, **logs})
+        logging.info("step %d loss %r lr %r", step, loss_value, lr)
+      if eval_every and step % eval_every == 0 and step < total_steps:
+        evaluate(step)
+        last_eval = step
+      if step % checkpoint_every == 0 and step < total_steps:
+        checkpointer.save(step)
+        last_saved = step
+        logging.info("saved checkpoint step %d", step)
+    if step == total_steps and last_eval != step and loss_value is not None:
+      evaluate(step)
+    if last_saved != step:
+      checkpointer.save(step)
+      logging.info("saved checkpoint step %d", step)
+  finally:
+    writers.flush()
+  if progbar is not None:
+    progbar.update(step, finalize=True)
+  return {"step": step, "loss": loss_value, "metrics": metrics}
+
+
+def current_learning_rate(optimizer) -> float:
+  """Re-export of `optimizers.current_learning_rate`."""
+  return opt_lib.current_learning_rate(optimizer)
