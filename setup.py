@@ -59,6 +59,7 @@ setuptools.setup(
             "unloc-main-job=unloc_tf.tools.main_job:run",
             "unloc-visualize=unloc_tf.tools.visualize:run",
             "unloc-make-zero-shot-splits=unloc_tf.tools.make_zero_shot_splits:run",
+            "unloc-evaluate-zero-shot=unloc_tf.tools.evaluate_zero_shot:run",
         ],
     },
 )

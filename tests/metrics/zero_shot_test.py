@@ -196,3 +196,54 @@ def test_make_zero_shot_splits_tool_on_activitynet_json(tmp_path):
   assert [len(s["unseen"]) for s in data["splits"]] == [50] * 10
   assert np.all(np.diff(
       [data["class_names"].index(c) for c in data["splits"][0]["seen"]]) > 0)
+
+
+def test_evaluate_splits_by_hand():
+  """Two splits of 4 classes; split 0's model is perfect on its unseen
+  classes, split 1's finds one of its two unseen-class segments."""
+  gt = {"v1": [{"segment": [0, 10], "label": "a"},
+               {"segment": [20, 30], "label": "b"}],
+        "v2": [{"segment": [5, 15], "label": "c"},
+               {"segment": [40, 50], "label": "d"}]}
+  splits = [{"seen": ["c", "d"], "unseen": ["a", "b"]},
+            {"seen": ["a", "b"], "unseen": ["c", "d"]}]
+  perfect = {v: [dict(a, score=1.0) for a in anns] for v, anns in gt.items()}
+  half = {"v2": [{"segment": [5, 15], "label": "c", "score": 0.9},
+                 {"segment": [0, 3], "label": "d", "score": 0.8}],
+          "v1": [{"segment": [0, 10], "label": "a", "score": 0.9}]}
+  out = zero_shot.evaluate_splits(gt, [perfect, half], splits)
+  # Split 0: both unseen classes AP 1 -> mAP 1 at every threshold.
+  assert out["per_split"][0]["average_mAP"] == pytest.approx(1.0)
+  # Split 1: class c AP 1, class d AP 0 (its only prediction misses);
+  # the 'a' prediction is outside the split and is dropped -> mAP 0.5.
+  assert out["per_split"][1]["average_mAP"] == pytest.approx(0.5)
+  agg = out["aggregate"]["average_mAP"]
+  assert agg["mean"] == pytest.approx(0.75)
+  assert agg["std"] == pytest.approx(0.25)  # population std of {1, 0.5}
+  with pytest.raises(ValueError, match="prediction sets"):
+    zero_shot.evaluate_splits(gt, [perfect], splits)
+
+
+def test_evaluate_zero_shot_tool(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  gt = {"version": "VERSION 1.3", "database": {
+      "v1": {"subset": "validation", "duration": 60.0, "annotations": [
+          {"segment": [0, 10], "label": "a"},
+          {"segment": [20, 30], "label": "b"}]}}}
+  (tmp_path / "gt.json").write_text(json.dumps(gt))
+  (tmp_path / "splits.json").write_text(json.dumps({"splits": [
+      {"seen": ["b"], "unseen": ["a"]}, {"seen": ["a"], "unseen": ["b"]}]}))
+  for i, label in enumerate(["a", "b"]):
+    seg = [0, 10] if label == "a" else [50, 55]
+    (tmp_path / f"p{i}.json").write_text(json.dumps({"results": {"v1": [
+        {"segment": seg, "label": label, "score": 0.9}]}}))
+  out = subprocess.run(
+      [sys.executable, os.path.join(root, "tools", "evaluate_zero_shot.py"),
+       f"--ground_truth={tmp_path / 'gt.json'}",
+       f"--splits={tmp_path / 'splits.json'}",
+       f"--predictions={tmp_path}/p{{split}}.json",
+       f"--output={tmp_path / 'm.json'}"],
+      capture_output=True, text=True, check=True)
+  assert "average_mAP: 50.0 ± 50.0" in out.stdout
+  assert json.loads((tmp_path / "m.json").read_text())["aggregate"]

@@ -281,3 +281,47 @@ def split_summary(splits: Sequence[Mapping[str, Any]]) -> str:
     lines.append(f"split {s['split']}: {len(s['seen'])} seen /"
                  f" {len(s['unseen'])} unseen (unseen: {head}, ...)")
   return "\n".join(lines)
+
+
+def evaluate_splits(ground_truth: Mapping[str, Sequence[Mapping[str, Any]]],
+                    predictions_per_split: Sequence[Mapping[str, Any]],
+                    splits: Sequence[Mapping[str, Any]],
+                    tiou_thresholds: Optional[Sequence[float]] = None,
+                    ddof: int = 0) -> dict:
+  """The zero-shot evaluator: each split's model on its unseen classes.
+
+  For split i, the ground truth and `predictions_per_split[i]` (ActivityNet
+  results layout, `{vid: [{"segment", "label", "score"}]}`, from the model
+  trained on `splits[i]["seen"]`) are restricted to `splits[i]["unseen"]`
+  and scored with the ActivityNet toolkit rules; the per-split mAPs are then
+  aggregated into mean ± std.
+
+  Returns:
+    {"per_split": [{"mAP": [...], "average_mAP": x, "mAP@<t>": ...}, ...],
+     "aggregate": `aggregate` of those, "tiou_thresholds": [...]}
+  """
+  from unloc_tf.metrics import localization  # noqa: PLC0415
+
+  if len(predictions_per_split) != len(splits):
+    raise ValueError(f"{len(predictions_per_split)} prediction sets for"
+                     f" {len(splits)} splits")
+  thresholds = (localization.DEFAULT_TIOU_THRESHOLDS
+                if tiou_thresholds is None else np.asarray(tiou_thresholds))
+  per_split = []
+  for i, (preds, split) in enumerate(zip(predictions_per_split, splits)):
+    unseen = list(split["unseen"])
+    gt = restrict_ground_truth(ground_truth, unseen)
+    if not gt:
+      raise ValueError(f"split {i}: no ground-truth segment of its"
+                       f" {len(unseen)} unseen classes")
+    result = localization.evaluate_detection(
+        gt, restrict_ground_truth(preds, unseen), thresholds,
+        classes=[c for c in unseen if any(
+            a["label"] == c for anns in gt.values() for a in anns)])
+    row = {"mAP": [float(v) for v in result["mAP"]],
+           "average_mAP": float(result["average_mAP"])}
+    for t, v in zip(thresholds, result["mAP"]):
+      row[f"mAP@{float(t):.2f}"] = float(v)
+    per_split.append(row)
+  return {"per_split": per_split, "aggregate": aggregate(per_split, ddof=ddof),
+          "tiou_thresholds": [float(t) for t in thresholds]}

@@ -243,6 +243,7 @@ def train(
   if best_metric and evaluator is None:
     raise ValueError("best_metric needs an evaluator")
   chief = strategy_lib.is_chief(strategy)
+  t_start = time.perf_counter()
   tf.io.gfile.makedirs(workdir)
   keras.utils.set_random_seed(seed)
 
@@ -260,6 +261,8 @@ def train(
     optimizer.build(model.trainable_variables)
     iterator = iter(dist_ds)
 
+  logging.info("model and optimizer built (%.1f s)",
+               time.perf_counter() - t_start)
   checkpointer = ckpt_lib.Checkpointer(
       _worker_checkpoint_dir(workdir, strategy), model, optimizer, iterator,
       max_to_keep=keep_checkpoints,
@@ -305,6 +308,8 @@ def train(
   def replica_step(batch):
     fn = plain_fn
     if use_jit:
+      if "jit" not in mode and strategy.num_replicas_in_sync == 1:
+        mode.update(jit=True, reason="XLA on the forward/backward")
       if "jit" not in mode:
         concrete = plain_fn.get_concrete_function(batch)
         mode["jit"] = not _has_collectives(concrete)
@@ -387,7 +392,8 @@ def train(
     while step < total_steps:
       loss_t, logs_t, positives_t, lr_t = train_step(iterator)
       if not logged_mode:
-        logging.info("train step: %s (%s)",
+        logging.info("first train step done (%.1f s since start): %s (%s)",
+                     time.perf_counter() - t_start,
                      "XLA" if mode.get("jit") else "no XLA",
                      mode.get("reason", reason))
         logged_mode = True

@@ -1,0 +1,236 @@
+"""The training loop on a tiny TAL model and tiny synthetic records.
+
+The helpers at the top (records, configs, model / data / optimizer
+functions) are shared with resume_test.py and multi_worker_test.py, whose
+subprocesses import this module.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from unloc_tf import spec
+from unloc_tf.data import pipeline, synthetic
+from unloc_tf.tasks import action_localizer
+from unloc_tf.train import health, optimizers, trainer
+
+N0 = 8
+PYR = spec.PyramidSpec(N0, num_levels=2,
+                       regression_ranges=((0, 4), (4, np.inf)))
+SPT = 0.2  # the synthetic benchmark stores 5 fps
+TEXT_DIM = 16
+
+
+def write_data(root: str) -> str:
+  """Tiny TAL records (8 train videos in 2 shards of 4) and cached
+  class-name embeddings (no text tower: fast to build and to checkpoint)."""
+  if not os.path.exists(os.path.join(root, "classes.txt")):
+    cfg = synthetic.SyntheticConfig(frame_size=32, num_train=8, num_val=2,
+                                    num_test=2, min_duration=4,
+                                    max_duration=8, seed=1)
+    synthetic.write_benchmark(root, cfg, tasks=(spec.TAL,), num_shards=2,
+                              zero_shot_records=False)
+    rng = np.random.default_rng(0)
+    np.save(os.path.join(root, "class_names.npy"),
+            rng.normal(size=(len(synthetic.ACTIONS), 1, TEXT_DIM)).astype(
+                np.float32))
+  return root
+
+
+def input_config(root: str, **overrides) -> pipeline.InputConfig:
+  kwargs = dict(task=spec.TAL, num_frames=N0, pyramid=PYR, crop_size=32,
+                min_resize=32, num_classes=len(synthetic.ACTIONS),
+                text_mode="embeddings",
+                class_name_embeddings=os.path.join(root, "class_names.npy"),
+                random_flip=False, secs_per_timestep=SPT)
+  kwargs.update(overrides)
+  return pipeline.InputConfig(**kwargs)
+
+
+def train_files(root: str) -> str:
+  return os.path.join(root, spec.TAL, "train-*")
+
+
+def make_data_fn(root: str, global_batch_size: int = 4, seed: int = 0,
+                 shuffle_buffer: int = 8, transform=None):
+  config = input_config(root)
+
+  def data_fn(input_context=None):
+    ds = pipeline.make_dataset(
+        train_files(root), config, is_training=True,
+        global_batch_size=global_batch_size, input_context=input_context,
+        seed=seed, deterministic=True, shuffle_buffer=shuffle_buffer)
+    return ds.map(transform) if transform is not None else ds
+
+  return data_fn
+
+
+def make_eval_data_fn(root: str, global_batch_size: int = 4):
+  config = input_config(root)
+
+  def eval_data_fn():
+    return pipeline.make_dataset(os.path.join(root, spec.TAL, "val-*"),
+                                 config, is_training=False,
+                                 global_batch_size=global_batch_size)
+
+  return eval_data_fn
+
+
+def model_fn():
+  return action_localizer.build_action_localizer(
+      "tiny", pyramid_spec=PYR, num_conv_layers=1, image_size=32,
+      text_input="embeddings")
+
+
+def make_optimizer_fn(total_steps: int, base_learning_rate: float = 0.01):
+  def optimizer_fn():
+    schedule = optimizers.make_schedule(base_learning_rate,
+                                        total_steps=total_steps,
+                                        warmup_steps=2)
+    return optimizers.make_optimizer(
+        learning_rate=schedule,
+        lr_multipliers=optimizers.REFERENCE_LR_MULTIPLIERS)
+
+  return optimizer_fn
+
+
+def event_scalars(directory: str) -> dict:
+  """{tag: [(step, value), ...]} of the event files in `directory`."""
+  out = {}
+  for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        number = float(tf.make_ndarray(value.tensor))
+        out.setdefault(value.tag, []).append((event.step, number))
+  return out
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  return write_data(str(tmp_path_factory.mktemp("tal_records")))
+
+
+# ---------------------------------------------------------------------------
+# Tests.
+# ---------------------------------------------------------------------------
+def test_train_checkpoints_summaries_eval_and_best(data_root, tmp_path):
+  workdir = str(tmp_path / "run")
+  calls = []
+  scores = {3: 0.9, 6: 0.2}  # the best is NOT the last evaluation
+
+  def evaluator(model, dataset, step):
+    batches = list(dataset)
+    out = model(trainer._numeric(batches[0]), training=False)
+    calls.append((step, len(batches)))
+    return {"score": scores[step],
+            "mean_logit": float(tf.reduce_mean(out["logits"]))}
+
+  kwargs = dict(workdir=workdir, model_fn=model_fn,
+                train_data_fn=make_data_fn(data_root),
+                optimizer_fn=make_optimizer_fn(6), total_steps=6,
+                eval_data_fn=make_eval_data_fn(data_root),
+                evaluator=evaluator, checkpoint_every=3, eval_every=3,
+                log_every=2, best_metric="score", progress=False,
+                jit_compile=False)  # XLA: resume_test, multi_worker_test
+  result = trainer.train(**kwargs)
+
+  assert result["step"] == 6
+  assert np.isfinite(result["loss"])
+  assert result["metrics"]["score"] == 0.2
+  assert [s for s, _ in calls] == [3, 6]
+  assert calls[0][1] == 1  # 2 val videos in one padded batch of 4
+  ckpts = sorted(os.path.basename(p) for p in glob.glob(
+      os.path.join(workdir, "checkpoints", "ckpt-*.index")))
+  assert ckpts == ["ckpt-3.index", "ckpt-6.index"]
+  best = json.load(open(os.path.join(workdir, "best", "best.json")))
+  assert best["step"] == 3 and best["value"] == 0.9
+  assert glob.glob(os.path.join(workdir, "best", "ckpt-3.index"))
+  train_scalars = event_scalars(os.path.join(workdir, "train"))
+  assert [s for s, _ in train_scalars["loss"]] == [2, 4, 6]
+  assert {"learning_rate", "classification_loss", "box_loss"} <= set(
+      train_scalars)
+  lr = dict(train_scalars["learning_rate"])
+  assert lr[2] == pytest.approx(0.005)  # step index 1 of a 2-step warm-up
+  assert lr[6] == pytest.approx(0.01)
+  eval_scalars = event_scalars(os.path.join(workdir, "eval"))
+  assert eval_scalars["score"] == [(3, pytest.approx(0.9)),
+                                   (6, pytest.approx(0.2))]
+  # Started again after the end: nothing to do, the metrics are kept.
+  calls.clear()
+  again = trainer.train(**kwargs)
+  assert again["step"] == 6 and again["loss"] is None
+  assert again["metrics"]["score"] == 0.2 and calls == []
+
+
+def _zero_labels(batch):
+  batch = dict(batch)
+  batch[spec.LABELS] = tf.zeros_like(batch[spec.LABELS])
+  return batch
+
+
+def test_all_zero_labels_stop_training(data_root, tmp_path):
+  with pytest.raises(health.HealthError, match="no positive label in the"
+                     " first 3 training batches"):
+    trainer.train(workdir=str(tmp_path), model_fn=model_fn,
+                  train_data_fn=make_data_fn(data_root,
+                                             transform=_zero_labels),
+                  optimizer_fn=make_optimizer_fn(10), total_steps=10,
+                  health_window=3, jit_compile=False, progress=False)
+
+
+def _nan_targets(batch):
+  batch = dict(batch)
+  batch[spec.DISPLACEMENTS] = batch[spec.DISPLACEMENTS] * np.nan
+  return batch
+
+
+def test_nan_loss_stops_training(data_root, tmp_path):
+  with pytest.raises(health.HealthError, match=r"loss is nan at step 0\..*the"
+                     r" learning rate \(lower it"):
+    trainer.train(workdir=str(tmp_path), model_fn=model_fn,
+                  train_data_fn=make_data_fn(data_root,
+                                             transform=_nan_targets),
+                  optimizer_fn=make_optimizer_fn(10), total_steps=10,
+                  jit_compile=False, progress=False)
+  # Nothing was saved from a poisoned run.
+  assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-*"))
+
+
+def test_health_monitor_learning_rate_and_window():
+  m = health.HealthMonitor(window=2, warmup_steps=3, total_steps=10)
+  m.check_step(0, 1.0, num_positive=0, learning_rate=0.0)  # warm-up: fine
+  m.check_step(1, 1.0, num_positive=5, learning_rate=0.1)
+  m.check_step(2, 1.0, num_positive=0, learning_rate=0.1)  # window passed
+  with pytest.raises(health.HealthError, match="learning rate is 0.0 at step"
+                     " 3.*schedule is mis-set"):
+    m.check_step(3, 1.0, num_positive=0, learning_rate=0.0)
+  with pytest.raises(health.HealthError, match="loss is inf"):
+    m.check_step(4, float("inf"))
+
+
+def test_check_records_against_config(data_root):
+  files = train_files(data_root)
+  health.check_records_against_config(
+      files, input_config(data_root, text_mode="tokens",
+                          class_names=synthetic.ACTIONS))
+  with pytest.raises(ValueError, match="record 0: field clip/secs_per_"
+                     "timestep is 0.2 s but config.secs_per_timestep is 0.1"):
+    health.check_records_against_config(
+        files, input_config(data_root, secs_per_timestep=0.1))
+  swapped = list(synthetic.ACTIONS)
+  swapped[0], swapped[1] = swapped[1], swapped[0]
+  with pytest.raises(ValueError, match="classes.txt: the class list"):
+    health.check_records_against_config(
+        files, input_config(data_root, text_mode="tokens",
+                            class_names=tuple(swapped)))
+  with pytest.raises(ValueError, match="segment/label/index has label"):
+    health.check_records_against_config(
+        files, input_config(data_root, num_classes=2, class_name_embeddings=(
+            os.path.join(data_root, "class_names.npy"))))
+  with pytest.warns(UserWarning, match="fewer than num_frames/4"):
+    health.check_records_against_config(
+        files, input_config(data_root, num_frames=512, pyramid=None))
