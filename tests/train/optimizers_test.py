@@ -199,11 +199,12 @@ def test_multiplier_moves_fusion_ten_times_the_tower():
   opt.apply(grads, model.trainable_variables)  # momentum trace too
   moved = {k: np.abs(v.numpy() - before[k]).max()
            for k, v in _by_name(model).items()}
-  assert moved["image_encoder/kernel"] == pytest.approx(0.01 * 2.9)
+  # float32 weights of magnitude ~1: differences are exact to ~1e-7.
+  assert moved["image_encoder/kernel"] == pytest.approx(0.01 * 2.9, rel=1e-4)
   assert moved["video_text_fusion/kernel"] == pytest.approx(
-      10 * moved["image_encoder/kernel"])
+      10 * moved["image_encoder/kernel"], rel=1e-4)
   assert moved["temporal_localization_head/bias"] == pytest.approx(
-      10 * moved["image_encoder/bias"])
+      10 * moved["image_encoder/bias"], rel=1e-4)
 
 
 def test_multiplier_with_adamw_and_weight_decay():

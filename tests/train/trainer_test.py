@@ -200,6 +200,23 @@ def test_nan_loss_stops_training(data_root, tmp_path):
   assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-*"))
 
 
+def test_collective_detection_decides_xla():
+  x = tf.TensorSpec([4], tf.float32)
+
+  def all_reduce(v):  # what gather_rows traces to under MWMS
+    return tf.raw_ops.CollectiveReduceV2(
+        input=v, group_size=2, group_key=1, instance_key=1,
+        ordering_token=[], merge_op="Add", final_op="Id")
+
+  nested = tf.function(all_reduce)
+  plain = tf.function(lambda v: v * 2.0).get_concrete_function(x)
+  direct = tf.function(all_reduce).get_concrete_function(x)
+  inner = tf.function(lambda v: nested(v) + 1.0).get_concrete_function(x)
+  assert not trainer._has_collectives(plain)
+  assert trainer._has_collectives(direct)
+  assert trainer._has_collectives(inner)  # inside a nested function
+
+
 def test_health_monitor_learning_rate_and_window():
   m = health.HealthMonitor(window=2, warmup_steps=3, total_steps=10)
   m.check_step(0, 1.0, num_positive=0, learning_rate=0.0)  # warm-up: fine

@@ -766,3 +766,39 @@ def describe_batch(config: InputConfig, is_training: bool,
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   """Training steps in one pass over `num_examples` examples."""
   return max(1, math.floor(num_examples / global_batch_size))
+
+
+def split_pattern(data_dir: str, split: str, subdir: str = "",
+                  suffix: str = "-*.tfrecord") -> str:
+  """`<data_dir>/<subdir>/<split>-*.tfrecord` (the synthetic and converter
+  layout), so configs name a data folder and a split."""
+  import os  # noqa: PLC0415
+  return os.path.join(data_dir, subdir, split + suffix)
+
+
+def read_class_names(path: str = "", data_dir: str = "",
+                     file_name: str = "classes.txt") -> Tuple[str, ...]:
+  """Class names, one per line (blank lines skipped), from `path` or from
+  `<data_dir>/<file_name>` (written next to the shards by the converters
+  and the synthetic benchmark)."""
+  import os  # noqa: PLC0415
+  path = path or os.path.join(data_dir, file_name)
+  with tf.io.gfile.GFile(path) as f:
+    names = tuple(line.strip() for line in f if line.strip())
+  if not names:
+    raise ValueError(f"{path}: no class names")
+  return names
+
+
+def read_zero_shot_split(path: str, split: int = 0, part: str = "seen"
+                         ) -> Tuple[int, ...]:
+  """Class indices of one zero-shot split (tools/make_zero_shot_splits.py):
+  `part` "seen" (train) or "unseen" (test)."""
+  import json  # noqa: PLC0415
+  if part not in ("seen", "unseen"):
+    raise ValueError(f"part must be 'seen' or 'unseen', got {part!r}")
+  with tf.io.gfile.GFile(path) as f:
+    splits = json.load(f)["splits"]
+  if not 0 <= split < len(splits):
+    raise ValueError(f"{path}: split {split} outside [0, {len(splits)})")
+  return tuple(int(i) for i in splits[split][f"{part}_indices"])

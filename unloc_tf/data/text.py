@@ -354,3 +354,8 @@ def tokenize_class_names(
     ids.numpy().reshape(shape).astype(np.int32),
     mask.numpy().reshape(shape).astype(np.int32),
   )
+
+
+def kinetics_prompts() -> Tuple[str, ...]:
+  """CLIP's 28 Kinetics prompt templates (for gin: `@text.kinetics_prompts()`)."""
+  return KINETICS_PROMPTS

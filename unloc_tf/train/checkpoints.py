@@ -43,13 +43,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from unloc_tf.layers import clip_image_encoder, clip_text_encoder
+from unloc_tf.train import optimizers
 
 INDEX_NAME = "variables"
-
-
-def relative_path(path: str) -> str:
-  """A Keras variable path without its first component (the model name)."""
-  return path.split("/", 1)[1] if "/" in path else path
 
 
 def variables_by_path(model: keras.Model) -> Dict[str, keras.Variable]:
@@ -60,7 +56,7 @@ def variables_by_path(model: keras.Model) -> Dict[str, keras.Variable]:
   """
   out: Dict[str, keras.Variable] = {}
   for v in model.variables:
-    key = relative_path(v.path)
+    key = optimizers.relative_path(v.path)
     if key in out:
       k = 1
       while f"{key}#{k}" in out:
@@ -386,7 +382,7 @@ def load_weights_npz(model: keras.Model, path: str,
   inner = {p.split("/", 1)[0] for p in variables_by_path(model)}
   if len(heads) == 1 and all("/" in k for k in arrays) and not (
       heads & inner):
-    arrays = {relative_path(k): v for k, v in arrays.items()}
+    arrays = {optimizers.relative_path(k): v for k, v in arrays.items()}
   shapes = {k: tuple(v.shape) for k, v in arrays.items()}
   return _assign_by_path(model, shapes, lambda p: np.asarray(arrays[p]),
                          path, skip_regex, adapt_shapes)

@@ -48,6 +48,8 @@ class Evaluator:
     task: one of `spec.TASKS`.
     pyramid: the model's `PyramidSpec` (TAL/MR/HD).
     class_names: names of the classes (TAL/HD/AS/CLS results).
+    class_subset: the indices kept by the input pipeline (zero-shot splits);
+      output class c is `class_names[class_subset[c]]`.
     max_detections, score_threshold, soft_nms_sigma, per_class: Soft-NMS.
     tiou_thresholds: ActivityNet thresholds.
     recall_ks, recall_thresholds, recall_rule: MR Recall@K.
@@ -57,6 +59,7 @@ class Evaluator:
 
   def __init__(self, task: str, pyramid: Optional[spec.PyramidSpec] = None,
                class_names: Optional[Sequence[str]] = None,
+               class_subset: Optional[Sequence[int]] = None,
                max_detections: int = 100, score_threshold: float = 0.001,
                soft_nms_sigma: float = 0.3, per_class: bool = False,
                tiou_thresholds: Sequence[float] = tuple(
@@ -71,6 +74,8 @@ class Evaluator:
     self.task = task
     self.pyramid = pyramid
     self.class_names = list(class_names) if class_names else None
+    if self.class_names and class_subset is not None:
+      self.class_names = [self.class_names[i] for i in class_subset]
     self.max_detections = max_detections
     self.score_threshold = score_threshold
     self.soft_nms_sigma = soft_nms_sigma
@@ -89,7 +94,24 @@ class Evaluator:
     if key not in self._forward:
       self._forward[key] = tf.function(
           lambda b: model(b, training=False), jit_compile=self.jit_compile)
-    return self._forward[key](_numeric(batch))
+    forward = self._forward[key]
+    batch = _numeric(batch)
+    ids = batch.get(spec.TEXT_IDS)
+    emb = batch.get(spec.TEXT_EMBEDDINGS)
+    prompted = ids if ids is not None else emb
+    if prompted is None or len(prompted.shape) != 4:
+      return forward(batch)
+    # Prompt ensembling (pipeline prompt_index=-1: [B, P, C, ...]): run every
+    # prompt, average the RAW outputs, then post-process (reference §5.1).
+    outs = []
+    for p in range(prompted.shape[1]):
+      b = dict(batch)
+      for k in (spec.TEXT_IDS, spec.TEXT_MASK, spec.TEXT_EMBEDDINGS,
+                spec.TEXT_VALID):
+        if k in b and len(b[k].shape) >= 3:
+          b[k] = b[k][:, p]
+      outs.append(forward(b))
+    return postprocess.ensemble_prompts(outs)
 
   def _class_name(self, c: int) -> str:
     if self.class_names and 0 <= c < len(self.class_names):

@@ -355,7 +355,10 @@ class OptaxSGD(_ReferenceGradientsMixin, keras.optimizers.Optimizer):
     super().build(variables)
     self.momentums = []
     if self.momentum:
-      self.momentums = self.add_optimizer_variables(variables, "momentum")
+      # (add_optimizer_variables is newer than keras 3.10.)
+      self.momentums = [
+          self.add_variable_from_reference(v, name="momentum")
+          for v in variables]
 
   def update_step(self, gradient, variable, learning_rate):
     factor = self.variable_lr_factor(variable)

@@ -136,3 +136,25 @@ def local_replicas(strategy: tf.distribute.Strategy) -> int:
     return len(strategy.extended.worker_devices)
   except RuntimeError:  # the default strategy
     return 1
+
+
+def input_context(strategy: tf.distribute.Strategy
+                  ) -> tf.distribute.InputContext:
+  """The `InputContext` of this process: one input pipeline per worker.
+
+  Workers are numbered chief first, then the workers in TF_CONFIG order.
+  Each pipeline yields per-replica batches (global batch / replicas in
+  sync) for the replicas of its worker.  A TPUStrategy is driven by one
+  Python client, so it has one pipeline on the client's host (fine for a
+  single-host TPU VM; a multi-host pod would funnel all input through it).
+  """
+  num_pipelines, pipeline_id = 1, 0
+  if is_multi_worker(strategy):
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    chiefs = len(cluster.get("chief", []))
+    num_pipelines = chiefs + len(cluster.get("worker", []))
+    task_type, task_id = task_info(strategy)
+    pipeline_id = task_id if task_type == "chief" else chiefs + task_id
+  return tf.distribute.InputContext(
+      num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
+      num_replicas_in_sync=strategy.num_replicas_in_sync)

@@ -1,6 +1,7 @@
 """The training loop: one custom loop for every tf.distribute strategy.
 
-    with strategy.scope(): model, optimizer (built), distributed dataset
+    the worker's tf.data pipeline and iterator
+    with strategy.scope(): model (built), optimizer (built)
     restore the latest checkpoint (model, optimizer slots and step, data
       iterator) or, on a fresh start, `init_checkpoint` (restore_partial)
     loop until optimizer.iterations == total_steps:
@@ -33,6 +34,12 @@ never `strategy.run` with its collectives, and only when:
 On TPU `strategy.run` is compiled by TPUStrategy itself; `jit_compile` is
 ignored.  The chosen mode is logged.
 
+Input: one plain tf.data pipeline per worker (`train_data_fn` with the
+worker's `InputContext`), whose batches `strategy.run` hands to the worker's
+replicas.  The iterators of `strategy.distribute_datasets_from_function`
+are not trackable in TF 2.21, a plain iterator is, so the data position is
+in the checkpoint.
+
 Multi-worker: every worker runs the same loop, saves checkpoints (the data
 iterator's state is per worker, since workers read different shards) to its
 own directory -- the chief to <workdir>/checkpoints, worker i to
@@ -58,7 +65,6 @@ from tensorflow.core.framework import summary_pb2
 from unloc_tf import spec
 from unloc_tf.train import checkpoints as ckpt_lib
 from unloc_tf.train import health as health_lib
-from unloc_tf.train import optimizers as opt_lib
 from unloc_tf.train import strategy as strategy_lib
 
 _COLLECTIVE_OPS = ("Collective", "NcclAllReduce", "AllReduce", "AllGather")
@@ -79,6 +85,7 @@ def _graph_ops(concrete) -> set:
 
 
 def _has_collectives(concrete) -> bool:
+  """Whether a traced function (or a function it calls) has collectives."""
   return any(op.startswith(_COLLECTIVE_OPS) or "Collective" in op
              for op in _graph_ops(concrete))
 
@@ -202,9 +209,12 @@ def train(
       `strategy.scope()`.  An unbuilt model is built there on a zeros batch
       of the dataset's element spec.
     train_data_fn: `train_data_fn(input_context=...)` -> a repeated
-      tf.data.Dataset of per-replica batches (global batch split by the
-      input context), e.g. `pipeline.make_dataset(..., is_training=True,
-      input_context=input_context)`.  String features are dropped.
+      tf.data.Dataset of per-replica batches, e.g. `pipeline.make_dataset(
+      ..., is_training=True, input_context=input_context)`.  Called once per
+      process with that worker's context (`strategy.input_context`: one
+      input pipeline per worker, per-replica batch = global batch /
+      replicas); each step, each of the worker's replicas takes the next
+      batch.  String features are dropped.
     optimizer_fn: builds the optimizer (inside the scope), e.g.
       `make_optimizer(learning_rate=make_schedule(...))`.
     total_steps: optimizer steps of the whole run.
@@ -247,19 +257,20 @@ def train(
   tf.io.gfile.makedirs(workdir)
   keras.utils.set_random_seed(seed)
 
-  def dataset_fn(input_context):
-    return train_data_fn(input_context=input_context).map(_numeric)
-
+  # One plain tf.data pipeline per worker, fed to its replicas by
+  # `strategy.run`: unlike the iterators of `distribute_datasets_from_
+  # function` (not trackable in TF 2.21), its iterator goes into the
+  # checkpoint, which makes the resume exact.
+  context = strategy_lib.input_context(strategy)
+  local_replicas = strategy_lib.local_replicas(strategy)
+  dataset = train_data_fn(input_context=context).map(_numeric)
   with strategy.scope():
     model = model_fn()
-    dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
     if not model.built:
-      local = dataset_fn(tf.distribute.InputContext(
-          num_replicas_in_sync=strategy.num_replicas_in_sync))
-      model(_zeros_like_spec(local.element_spec), training=False)
+      model(_zeros_like_spec(dataset.element_spec), training=False)
     optimizer = optimizer_fn()
     optimizer.build(model.trainable_variables)
-    iterator = iter(dist_ds)
+  iterator = iter(dataset)
 
   logging.info("model and optimizer built (%.1f s)",
                time.perf_counter() - t_start)
@@ -298,9 +309,8 @@ def train(
   reason = "jit_compile=False"
   if strategy_lib.is_tpu(strategy):
     use_jit, reason = False, "TPUStrategy compiles strategy.run itself"
-  elif use_jit and strategy_lib.local_replicas(strategy) > 1:
-    use_jit, reason = False, (
-        f"{strategy_lib.local_replicas(strategy)} replicas in one process")
+  elif use_jit and local_replicas > 1:
+    use_jit, reason = False, f"{local_replicas} replicas in one process"
   plain_fn = tf.function(forward_backward)
   jit_fn = tf.function(forward_backward, jit_compile=True)
   mode = {}
@@ -309,13 +319,13 @@ def train(
     fn = plain_fn
     if use_jit:
       if "jit" not in mode and strategy.num_replicas_in_sync == 1:
-        mode.update(jit=True, reason="XLA on the forward/backward")
+        mode.update(jit=True, reason="one replica")
       if "jit" not in mode:
         concrete = plain_fn.get_concrete_function(batch)
         mode["jit"] = not _has_collectives(concrete)
-        mode["reason"] = ("XLA on the per-replica forward/backward"
-                          if mode["jit"] else
-                          "the forward pass has cross-replica collectives")
+        mode["reason"] = ("no collective in the forward pass" if mode["jit"]
+                          else "the forward pass has cross-replica"
+                          " collectives, which XLA on CPU cannot compile")
       if mode["jit"]:
         fn = jit_fn
     loss, grads, logs = fn(batch)
@@ -328,7 +338,12 @@ def train(
   @tf.function
   def train_step(it):
     learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
-    batch = next(it)
+    if local_replicas == 1:
+      batch = next(it)
+    else:
+      batches = [next(it) for _ in range(local_replicas)]
+      batch = strategy.experimental_distribute_values_from_function(
+          lambda ctx: batches[ctx.replica_id_in_sync_group % local_replicas])
     loss, logs, positives = strategy.run(replica_step, args=(batch,))
     sum_ = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, None)
     mean = lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, None)
@@ -365,7 +380,11 @@ def train(
     out = evaluator(model, eval_ds, at_step)
     if out is None:
       return
-    metrics = {k: float(v) for k, v in out.items()}
+    metrics = {}
+    for k, v in out.items():
+      if np.ndim(v) == 0 and np.issubdtype(np.asarray(v).dtype, np.number):
+        metrics[k] = float(v)  # scalars are logged and returned
+
     writers.scalars("eval", at_step, metrics)
     writers.flush()
     history = {}
@@ -394,7 +413,8 @@ def train(
       if not logged_mode:
         logging.info("first train step done (%.1f s since start): %s (%s)",
                      time.perf_counter() - t_start,
-                     "XLA" if mode.get("jit") else "no XLA",
+                     "XLA on the per-replica forward/backward"
+                     if mode.get("jit") else "no XLA",
                      mode.get("reason", reason))
         logged_mode = True
       loss_value = float(loss_t)
@@ -429,7 +449,3 @@ def train(
     progbar.update(step, finalize=True)
   return {"step": step, "loss": loss_value, "metrics": metrics}
 
-
-def current_learning_rate(optimizer) -> float:
-  """Re-export of `optimizers.current_learning_rate`."""
-  return opt_lib.current_learning_rate(optimizer)

@@ -1,0 +1,97 @@
+"""Every bundled experiment parses, finalizes, and builds its model (at tiny
+size) and input configs — so a misspelt binding fails here."""
+
+import json
+
+import numpy as np
+import pytest
+
+import gin
+from unloc_tf import (
+  config_files,
+  launch,  # noqa: F401  (registers nothing; checks import)
+)
+from unloc_tf.data import pipeline
+from unloc_tf.train import trainer
+
+EXPERIMENTS = [c for c in config_files.list_configs("experiments")]
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def _data_dir(tmp_path, num_classes):
+  with open(tmp_path / "classes.txt", "w") as f:
+    f.write("\n".join(f"class {i}" for i in range(num_classes)) + "\n")
+  np.save(tmp_path / "emb.npy", np.zeros((num_classes, 2, 16), np.float32))
+  splits = {"splits": [{"seen_indices": list(range(0, num_classes, 2)),
+                        "unseen_indices": list(range(1, num_classes, 2))}]}
+  (tmp_path / "zs.json").write_text(json.dumps(splits))
+  return str(tmp_path)
+
+
+def test_every_experiment_is_found():
+  assert len(EXPERIMENTS) >= 15
+  for name in ("synthetic_mr.gin", "activitynet_tal_base_16.gin",
+               "coin_large_14.gin", "kinetics_pretrain_base_16.gin"):
+    assert f"experiments/{name}" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_header(name):
+  text = open(config_files.find(name)).read()
+  assert text.startswith("# "), name
+  assert "Run:" in text, f"{name}: the header gives the command to run it"
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_builds_at_tiny_size(tmp_path, name):
+  bindings = [
+      "MODEL_SIZE = 'tiny'", "IMAGE_SIZE = 32", "MIN_RESIZE = 32",
+      "FPN_LAYERS = (0, 1)",
+  ]
+  launch.parse_gin([name], bindings + ["DATA_DIR = '/unused'",
+                                        "CLASS_EMBEDDINGS = '/unused'",
+                                        "ZERO_SHOT_SPLITS = '/unused'",
+                                        "NUM_CLASSES = 5",
+                                        "TRAIN_STEPS = 10"]
+                   if "kinetics" in name else
+                   bindings + ["DATA_DIR = '/unused'",
+                               "CLASS_EMBEDDINGS = '/unused'",
+                               "ZERO_SHOT_SPLITS = '/unused'"],
+                   finalize=False)
+  try:
+    num_classes = gin.query_parameter("%NUM_CLASSES")
+  except ValueError:
+    num_classes = 1
+  try:
+    fpn = gin.query_parameter("%PYRAMID") == "fpn"
+  except ValueError:
+    fpn = False
+  if fpn:  # the tiny fusion has 2 blocks: 2 FPN levels
+    bindings += ["NUM_LEVELS = 2", "REGRESSION_BOUNDS = (4,)"]
+  data_dir = _data_dir(tmp_path, num_classes)
+  gin.clear_config()
+  extra = [f"DATA_DIR = '{data_dir}'",
+           f"CLASS_EMBEDDINGS = '{data_dir}/emb.npy'",
+           f"ZERO_SHOT_SPLITS = '{data_dir}/zs.json'"]
+  if "kinetics" in name:
+    extra += ["NUM_CLASSES = 5", "TRAIN_STEPS = 10"]
+  launch.parse_gin([name], bindings + extra)
+  train_kwargs = gin.get_bindings(trainer.train)
+  assert train_kwargs["total_steps"] > 0
+  model = train_kwargs["model_fn"]()
+  assert model.name
+  optimizer = train_kwargs["optimizer_fn"]()
+  assert optimizer is not None
+  for scope in ("train", "eval"):
+    with gin.config_scope(scope):
+      config = gin.get_configurable(pipeline.InputConfig)()
+    assert config.task
+    if config.class_names is not None:
+      assert len(config.class_names) == config.num_output_classes or (
+          config.class_subset is not None)
