@@ -67,23 +67,48 @@ def write_operative_config(workdir: str, name: str = "operative_config.gin"
   return path
 
 
-def configurable(fn: Callable, name: str) -> Callable:
-  """Registers an entry point under `name`; flag-owned args denylisted."""
-  return gin.configurable(name, denylist=list(_DENYLIST))(fn)
+def entry_point(fn: Callable) -> Callable:
+  """The gin-configured version of an entry function.
+
+  The gin files bind it by its module path (dynamic registration, e.g.
+  `trainer.train.total_steps = 100`); flag-owned arguments (`workdir`,
+  `strategy`) may not be bound in gin.
+  """
+  bound = gin.get_bindings(fn)
+  clash = sorted(set(bound) & set(_DENYLIST))
+  if clash:
+    raise ValueError(
+        f"{clash} of {fn.__module__}.{fn.__name__} are set by flags"
+        " (--workdir, --strategy), not by gin bindings")
+  return gin.get_configurable(fn)
 
 
 def run(entry: Callable, *, needs_strategy: bool = True,
-        workdir: Optional[str] = None):
-  """Parses the gin flags and calls a registered entry point."""
-  parse_gin(GIN_FILES.value, GIN_BINDINGS.value)
+        workdir: Optional[str] = None, parse: bool = True, **kwargs):
+  """Parses the gin flags (unless done) and calls a gin-configured entry."""
+  if parse:
+    parse_gin(GIN_FILES.value, GIN_BINDINGS.value)
   workdir = workdir or WORKDIR.value
   if not workdir:
     raise flags.ValidationError("--workdir is required")
   logging.info("gin config:\n%s", gin.config_str())
-  kwargs = {"workdir": workdir}
+  kwargs["workdir"] = workdir
   if needs_strategy:
     from unloc_tf.train import strategy as strategy_lib  # noqa: PLC0415
     kwargs["strategy"] = strategy_lib.make_strategy(STRATEGY.value, TPU.value)
-  result = entry(**kwargs)
+  result = entry_point(entry)(**kwargs)
   write_operative_config(workdir)
   return result
+
+
+def check_training_records() -> None:
+  """Before training: the train records agree with the config (classes,
+  fps, frame counts, labels); raises with a message naming what differs."""
+  from unloc_tf.data import pipeline  # noqa: PLC0415
+  from unloc_tf.train import health  # noqa: PLC0415
+
+  with gin.config_scope("train"):
+    bound = gin.get_bindings(pipeline.make_dataset)
+  if "file_pattern" in bound and "config" in bound:
+    health.check_records_against_config(bound["file_pattern"],
+                                        bound["config"])

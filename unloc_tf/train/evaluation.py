@@ -262,3 +262,70 @@ class Evaluator:
     top1 = labels[np.arange(len(labels)), scores.argmax(-1)] > 0
     m = segmentation.mean_average_precision([scores], [labels])
     return {"top1_accuracy": float(top1.mean()), "mAP": float(m)}
+
+
+def restore_model(model, workdir: str, checkpoint: str = "latest") -> int:
+  """Restores model weights from a training workdir.
+
+  Args:
+    model: a built model.
+    workdir: the training workdir.
+    checkpoint: "latest" (workdir/checkpoints), "best" (workdir/best) or a
+      checkpoint path prefix.
+
+  Returns:
+    The step of the restored checkpoint.
+
+  Raises:
+    FileNotFoundError: when there is no such checkpoint.
+  """
+  import os  # noqa: PLC0415
+
+  from unloc_tf.train import checkpoints  # noqa: PLC0415
+
+  ck = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), model)
+  if checkpoint == "latest":
+    path = ck.latest_checkpoint
+  elif checkpoint == "best":
+    info = ck.best()
+    path = (os.path.join(ck.best_directory, info["checkpoint"]) if info
+            else None)
+  else:
+    path = checkpoint
+  if not path:
+    raise FileNotFoundError(f"no {checkpoint} checkpoint under {workdir}")
+  ck.checkpoint.restore(path).expect_partial()
+  return int(ck.step.numpy())
+
+
+def evaluate(*, workdir: str, model_fn, eval_data_fn, evaluator: Evaluator,
+             checkpoint: str = "latest", strategy=None) -> Dict[str, Any]:
+  """Restores a checkpoint, evaluates it, writes metrics and predictions.
+
+  Writes `<workdir>/eval/metrics_<step>.json` and the predictions in the
+  benchmark's official format (`predictions_<step>.json`: ActivityNet
+  results for TAL/HD, retrieval candidates for MR).
+  """
+  import json  # noqa: PLC0415
+  import os  # noqa: PLC0415
+
+  from unloc_tf.metrics import formats  # noqa: PLC0415
+
+  del strategy  # evaluation runs on one device (post-processing on host)
+  model = model_fn()
+  dataset = eval_data_fn()
+  model(_numeric(next(iter(dataset))), training=False)
+  step = restore_model(model, workdir, checkpoint)
+  metrics = evaluator(model, dataset, step)
+  out_dir = os.path.join(workdir, "eval")
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, f"metrics_{step}.json"), "w") as f:
+    json.dump({"step": step, "checkpoint": checkpoint, **metrics}, f,
+              indent=2)
+  preds = evaluator.last_predictions
+  path = os.path.join(out_dir, f"predictions_{step}.json")
+  if evaluator.task in (spec.TAL, spec.HD) and preds:
+    formats.write_activitynet_results(path, preds["results"])
+  elif evaluator.task == spec.MR and preds:
+    formats.write_retrieval_candidates(path + "l", preds)
+  return {"step": step, "metrics": metrics}

@@ -1,0 +1,39 @@
+r"""Trains UnLoc: flags say where and how, gin says what.
+
+  python tools/train.py --gin_file=experiments/synthetic_mr \
+      --gin_bindings="DATA_DIR='/tmp/unloc_main/data'" --workdir=/tmp/w
+
+A job killed at any moment and started again with the same command resumes
+from its last checkpoint (same step, learning rate and next batch).  The
+operative config is written to <workdir>/operative_config.gin.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+
+if __package__ in (None, ""):
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__))))
+
+from unloc_tf import launch  # noqa: E402
+from unloc_tf.train import trainer  # noqa: E402
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  launch.parse_gin(launch.GIN_FILES.value, launch.GIN_BINDINGS.value)
+  launch.check_training_records()
+  launch.run(trainer.train, parse=False)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
