@@ -129,24 +129,36 @@ def _checked(name: str, x: tf.Tensor, expected: Sequence[Any],
   Returns:
     `x`, run after the check, with the static dims of `expected`.
   """
+  rank = len(expected)
   actual = tf.shape(x, out_type=tf.int32)
-  conds = [tf.equal(actual[i], e) for i, e in enumerate(expected)
-           if e is not None]
-  ok = tf.reduce_all(tf.stack(conds)) if conds else tf.constant(True)
+  # A loaded signature (and a model server) runs the graph on tensors of any
+  # rank; the rank is counted from the shape's values, since anything
+  # computed from its static length (rank, size, ones_like) is folded to the
+  # traced rank.  Padding keeps the per-dim reads in bounds.
+  runtime_rank = tf.math.count_nonzero(actual >= 0, dtype=tf.int32)
+  dims = tf.pad(actual, [[0, rank]])[:rank]
+  conds = [tf.equal(runtime_rank, rank)]
+  conds += [tf.equal(dims[i], e) for i, e in enumerate(expected)
+            if e is not None]
+  ok = tf.reduce_all(tf.stack(conds))
   check = tf.debugging.Assert(
-      ok, [f"input '{name}' must have shape {what}; got shape", actual],
+      ok, [f"input {name} must have shape {what}; got shape", actual],
       summarize=16, name=f"check_{name}")
   with tf.control_dependencies([check]):
     x = tf.identity(x)
-  static = [e if isinstance(e, int) else None for e in expected]
-  return tf.ensure_shape(x, static)
+  # set_shape, not tf.ensure_shape: a runtime EnsureShape was seen to fail
+  # before the Assert ran (1-D input), hiding the message naming the input.
+  x.set_shape([e if isinstance(e, int) else None for e in expected])
+  return x
 
 
 def _pad_to_one_row(x: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
   """Appends one all-zero row when the batch is empty (see `_Exporter`)."""
   pad = tf.maximum(1 - batch, 0)
   zeros = tf.zeros(tf.concat([[pad], tf.shape(x)[1:]], 0), x.dtype)
-  return tf.ensure_shape(tf.concat([x, zeros], 0), x.shape)
+  padded = tf.concat([x, zeros], 0)
+  padded.set_shape(x.shape)
+  return padded
 
 
 # ---------------------------------------------------------------------------
@@ -264,7 +276,7 @@ class _Exporter:
       d = self.embedding_dim
       video = _checked(video_key, video, [None, n0, d], f"[B, N0={n0}, {d}]")
     batch = tf.shape(video, out_type=tf.int32)[0]
-    of_video = f"(B = the batch of '{video_key}')"
+    of_video = f"(B = the batch of {video_key})"
     out = {video_key: video}
     out[spec.FRAME_MASK] = _checked(
         spec.FRAME_MASK, inputs[spec.FRAME_MASK], [batch, n0],
@@ -281,12 +293,12 @@ class _Exporter:
     rows_t = tf.shape(ids, out_type=tf.int32)[1]
     mask = _checked(spec.TEXT_MASK, inputs[spec.TEXT_MASK],
                     [batch, rows_t, length],
-                    f"{what}, the shape of '{spec.TEXT_IDS}'")
+                    f"{what}, the shape of {spec.TEXT_IDS}")
     if self.task in (spec.TAL, spec.AS):
       same = tf.reduce_all(tf.equal(ids, ids[:1]))
       same = tf.logical_and(same, tf.reduce_all(tf.equal(mask, mask[:1])))
       check = tf.debugging.Assert(
-          same, [f"input '{spec.TEXT_IDS}' (and '{spec.TEXT_MASK}'): every"
+          same, [f"input {spec.TEXT_IDS} (and {spec.TEXT_MASK}): every"
                  " row of a request must hold the same class list (the"
                  " model scores the list of row 0)"],
           name="check_class_list")
@@ -441,7 +453,7 @@ class _Exporter:
       if self.num_text is not None:
         queries = _checked(QUERIES, queries, [batch, int(self.num_text)],
                            f"[B, {self.num_text}] (B = the batch of"
-                           f" '{self.video_key}')")
+                           f" {self.video_key})")
       ids, mask = self.tokenizer(tf.reshape(queries, [-1]))
       real = tf.cast(tf.not_equal(tf.reshape(queries, [-1]), ""),
                      tf.int32)[:, None]
@@ -653,7 +665,10 @@ def export(
   if not model.built:
     model(ex.dummy_batch(), training=False)
   archive = keras.export.ExportArchive()
-  archive.track(model)
+  # No `archive.track(model)`: the endpoints' captured tf.Variables are saved
+  # anyway, and tracking the model's keras.Variable wrappers as well stores
+  # every weight twice (2x on disk and in the server's RAM;
+  # keras-team/keras#23553, Keras 3.15).
   endpoints = {SERVING_DEFAULT: archive.add_endpoint(
       SERVING_DEFAULT, ex.serve, input_signature=[ex.numeric_signature()])}
   if text_signature:

@@ -1,0 +1,668 @@
+"""SavedModel export: layout, fresh-process serving parity, op audit, errors.
+
+"Loads in TF Serving" is checked the way dependencies.md §C describes: a
+fresh `python` process that imports only tensorflow (plus tensorflow_text
+for the string signature) audits the ops of saved_model.pb, loads the model
+with `tf.compat.v1.saved_model.loader.load` in a TF1 Session (what the
+model server does) and with `tf.saved_model.load`, and runs requests through
+the signatures' tensor names.  Its outputs must equal the Keras model +
+`unloc_tf.postprocess` run here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from unloc_tf import postprocess, spec
+from unloc_tf.data import text as text_lib
+from unloc_tf.export import op_audit
+from unloc_tf.export import saved_model as export_lib
+from unloc_tf.tasks import action_localizer, action_segmenter, moment_retriever
+
+N0, L, S, D = 8, 6, 32, 12
+PYR = spec.PyramidSpec(N0, num_levels=2,
+                       regression_ranges=((0, 2), (2, math.inf)))
+CLASS_NAMES = ["running", "jumping rope", "cooking pasta"]
+GIN = "build_action_localizer.size = 'tiny'\n"
+TOL = 1e-4
+OP_AUDIT_PATH = op_audit.__file__
+
+# ---------------------------------------------------------------------------
+# The fresh process: only `import tensorflow` (+ tensorflow_text on request).
+# ---------------------------------------------------------------------------
+_FRESH = r'''
+import importlib.util, json, sys
+import numpy as np
+import tensorflow as tf
+
+job = json.load(open(sys.argv[1]))
+if job["import_text"]:
+  import tensorflow_text  # noqa: F401  (registers TF-Text's ops)
+reqs = np.load(job["requests"])
+results, meta = {}, {"audits": {}, "load_errors": {}, "method": {},
+                     "valid": {}, "errors": {}}
+
+
+def request(name):
+  prefix = name + "/"
+  return {k[len(prefix):]: reqs[k] for k in reqs.files if k.startswith(prefix)}
+
+
+def error_text(fn):
+  try:
+    fn()
+  except Exception as e:  # noqa: BLE001
+    return [type(e).__name__, str(e)[:3000]]
+  return None
+
+
+if job.get("audit"):
+  spec_ = importlib.util.spec_from_file_location("op_audit_alone",
+                                                 job["op_audit"])
+  audit = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(audit)
+  for name, d in job["audit"].items():
+    meta["audits"][name] = audit.audit_ops(
+        d, allowed_non_core=job["allowed_non_core"], in_process=True)
+
+for model in job["models"]:
+  d, tag = model["dir"], model["tag"]
+  with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+    err = error_text(lambda: tf.compat.v1.saved_model.loader.load(
+        sess, ["serve"], d))
+    if err:
+      meta["load_errors"][tag] = err
+      continue
+  with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+    mg = tf.compat.v1.saved_model.loader.load(sess, ["serve"], d)
+    for sig_name, req_names in model["runs"].items():
+      sig = mg.signature_def[sig_name]
+      meta["method"][f"{tag}/{sig_name}"] = sig.method_name
+      meta["valid"][f"{tag}/{sig_name}"] = bool(
+          tf.compat.v1.saved_model.is_valid_signature(sig))
+      fetch = {k: v.name for k, v in sig.outputs.items()}
+      for r in req_names:
+        feed = {sig.inputs[k].name: v for k, v in request(r).items()}
+        for k, v in sess.run(fetch, feed).items():
+          results[f"tf1/{tag}/{sig_name}/{r}/{k}"] = v
+    for sig_name, r in model.get("bad_tf1", []):
+      sig = mg.signature_def[sig_name]
+      fetch = {k: v.name for k, v in sig.outputs.items()}
+      feed = {sig.inputs[k].name: v for k, v in request(r).items()}
+      meta["errors"][f"tf1/{tag}/{r}"] = error_text(
+          lambda: sess.run(fetch, feed))
+  obj = tf.saved_model.load(d)
+  for sig_name, req_names in model["runs"].items():
+    fn = obj.signatures[sig_name]
+    for r in req_names:
+      out = fn(**{k: tf.constant(v) for k, v in request(r).items()})
+      for k, v in out.items():
+        results[f"tf2/{tag}/{sig_name}/{r}/{k}"] = v.numpy()
+  for sig_name, r in model.get("bad_tf2", []):
+    fn = obj.signatures[sig_name]
+    meta["errors"][f"tf2/{tag}/{r}"] = error_text(
+        lambda: fn(**{k: tf.constant(v) for k, v in request(r).items()}))
+  for sig_name, r in model.get("bad_function", []):
+    fn = getattr(obj, sig_name)
+    meta["errors"][f"function/{tag}/{r}"] = error_text(
+        lambda: fn({k: tf.constant(v) for k, v in request(r).items()}))
+
+meta["modules"] = sorted(
+    m for m in sys.modules
+    if m.split(".")[0] in ("unloc_tf", "keras_hub", "tensorflow_text"))
+np.savez(job["results"], **results)
+json.dump(meta, open(job["meta"], "w"))
+'''
+
+
+def _start_fresh(tmp_dir, name, requests, models, import_text, audit=None):
+  """Starts `_FRESH` in a new interpreter; `_finish_fresh` collects it."""
+  paths = {k: os.path.join(tmp_dir, f"{name}_{k}") for k in
+           ("script.py", "requests.npz", "results.npz", "meta.json",
+            "job.json")}
+  with open(paths["script.py"], "w") as f:
+    f.write(_FRESH)
+  np.savez(paths["requests.npz"], **{
+      f"{r}/{k}": v for r, req in requests.items() for k, v in req.items()})
+  job = {"requests": paths["requests.npz"], "results": paths["results.npz"],
+         "meta": paths["meta.json"], "models": models,
+         "import_text": import_text, "audit": audit or {},
+         "op_audit": OP_AUDIT_PATH,
+         "allowed_non_core": list(export_lib.TEXT_NON_CORE_OPS)}
+  with open(paths["job.json"], "w") as f:
+    json.dump(job, f)
+  # PYTHONPATH stays (it may be how tensorflow is found); what the process
+  # imports is checked through sys.modules.
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.Popen(
+      [sys.executable, paths["script.py"], paths["job.json"]],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+      cwd=tmp_dir)
+  return proc, paths
+
+
+def _finish_fresh(started):
+  """(results, meta) of a process from `_start_fresh`."""
+  proc, paths = started
+  _, stderr = proc.communicate(timeout=600)
+  assert proc.returncode == 0, stderr[-4000:]
+  results = dict(np.load(paths["results.npz"]))
+  with open(paths["meta.json"]) as f:
+    return results, json.load(f)
+
+
+# ---------------------------------------------------------------------------
+# Requests and in-process references.
+# ---------------------------------------------------------------------------
+def _tokenize(texts):
+  ids, mask = text_lib.TextTokenizer(L)(tf.constant(texts))
+  return ids.numpy(), mask.numpy()
+
+
+def _video(batch, seed, mode):
+  rng = np.random.default_rng(seed)
+  mask = np.ones((batch, N0), np.int32)
+  if batch > 1:
+    mask[1, 5:] = 0  # a short video: padded frames
+  req = {
+      spec.FRAME_MASK: mask,
+      spec.NUM_FRAMES_TOTAL: np.array([8, 5, 40, 13, 9][:batch], np.int32),
+      spec.BATCH_SECS_PER_TIMESTEP: np.array([0.5, 1.0, 0.25, 2.0, 1.5][
+          :batch], np.float32),
+  }
+  if mode == "frames":
+    req[spec.FRAMES] = rng.integers(0, 256, (batch, N0, S, S, 3)).astype(
+        np.uint8)
+  else:
+    req[spec.FRAME_EMBEDDINGS] = rng.normal(size=(batch, N0, D)).astype(
+        np.float32)
+  return req
+
+
+def _class_request(batch, seed, names=CLASS_NAMES):
+  req = _video(batch, seed, "frames")
+  ids, mask = _tokenize(names)
+  req[spec.TEXT_IDS] = np.tile(ids[None], [batch, 1, 1])
+  req[spec.TEXT_MASK] = np.tile(mask[None], [batch, 1, 1])
+  return req
+
+
+def _caption_request(batch, seed, num_captions):
+  req = _video(batch, seed, "embeddings")
+  words = ["a man opens the door", "the dog runs", "someone cooks",
+           "two people talk loudly", "a child jumps", "rain falls",
+           "a car stops", "he laughs", "she sings a song"]
+  texts = [words[(seed + i) % len(words)] for i in range(batch * num_captions)]
+  ids, mask = _tokenize(texts)
+  ids = ids.reshape(batch, num_captions, L)
+  mask = mask.reshape(batch, num_captions, L)
+  if batch > 1:  # a padding caption: no detections
+    ids[1, -1], mask[1, -1] = 0, 0
+  req[spec.TEXT_IDS], req[spec.TEXT_MASK] = ids, mask
+  return req
+
+
+def _numeric(req):
+  return {k: tf.constant(v) for k, v in req.items()}
+
+
+def _keras_localization(model, req, task=spec.TAL):
+  out = model(_numeric(req), training=False)
+  det = postprocess.localization_detections(
+      out["logits"], out["displacements"], out["token_mask"],
+      req[spec.NUM_FRAMES_TOTAL], req[spec.BATCH_SECS_PER_TIMESTEP],
+      pyramid_level_lengths=PYR.level_lengths, num_frames=N0,
+      max_detections=100, score_threshold=0.001, soft_nms_sigma=0.3)
+  det = {k: v.numpy() for k, v in det.items()}
+  if task == spec.HD:
+    det["saliency"] = postprocess.highlight_saliency(
+        out["logits"], out["token_mask"], req[spec.NUM_FRAMES_TOTAL],
+        req[spec.BATCH_SECS_PER_TIMESTEP], level_lengths=PYR.level_lengths,
+        num_frames=N0, secs_per_clip=2.0, max_clips=75).numpy()
+  return det
+
+
+def _keras_retrieval(model, req):
+  out = model(_numeric(req), training=False)
+  det = postprocess.retrieval_detections(
+      out["logits"], out["displacements"], out["token_mask"],
+      req[spec.NUM_FRAMES_TOTAL], req[spec.BATCH_SECS_PER_TIMESTEP],
+      pyramid_level_lengths=PYR.level_lengths, num_frames=N0,
+      caption_mask=req[spec.TEXT_MASK].any(-1), max_detections=100,
+      score_threshold=0.001, soft_nms_sigma=0.3)
+  return {k: v.numpy() for k, v in det.items()}
+
+
+def _assert_same(got, want, where):
+  assert sorted(got) == sorted(want), where
+  for k, w in want.items():
+    g = got[k]
+    assert g.shape == w.shape and g.dtype == w.dtype, (where, k, g.shape,
+                                                       w.shape)
+    if np.issubdtype(w.dtype, np.floating):
+      np.testing.assert_allclose(g, w, atol=TOL, rtol=0, err_msg=f"{where}/{k}")
+    else:
+      np.testing.assert_array_equal(g, w, err_msg=f"{where}/{k}")
+
+
+def _outputs(results, prefix):
+  prefix += "/"
+  return {k[len(prefix):]: v for k, v in results.items()
+          if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------------
+# Module-scoped exports (one per task) and fresh-process runs.
+# ---------------------------------------------------------------------------
+TAL_REQS = {"tal_b1": lambda: _class_request(1, 1),
+            "tal_b3": lambda: _class_request(3, 2),
+            "tal_b0": lambda: {k: v[:0] for k, v in _class_request(1, 3).items()}}
+MR_REQS = {"mr_b1": lambda: _caption_request(1, 4, num_captions=3),
+           "mr_b3": lambda: _caption_request(3, 5, num_captions=2),
+           "mr_b0": lambda: {k: v[:0] for k, v in
+                             _caption_request(1, 6, 2).items()}}
+
+
+def _bad_requests():
+  good = _class_request(1, 7)
+  mr = _caption_request(1, 8, num_captions=2)
+  return {
+      "bad_dtype": dict(good, frames=good[spec.FRAMES].astype(np.float32)),
+      "bad_rank": dict(good, frames=good[spec.FRAMES][0]),
+      "bad_n0": dict(good, frames=good[spec.FRAMES][:, :N0 - 1]),
+      "bad_text_length": dict(good, text_ids=good[spec.TEXT_IDS][..., :L - 1],
+                              text_mask=good[spec.TEXT_MASK][..., :L - 1]),
+      "bad_mask_n0": dict(good, frame_mask=good[spec.FRAME_MASK][:, :N0 - 2]),
+      "bad_embedding_dim": dict(
+          mr, frame_embeddings=mr[spec.FRAME_EMBEDDINGS][..., :D - 1]),
+      "bad_text_mask": dict(mr, text_mask=mr[spec.TEXT_MASK][:, :1]),
+  }
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+  """TAL (frames) v1 with the text signature and a dynamic class list, v2
+  static C = 3 without it; MR (embeddings) with dynamic K."""
+  base = str(tmp_path_factory.mktemp("export"))
+  keras.utils.set_random_seed(0)
+  tal = action_localizer.build_action_localizer(
+      "tiny", pyramid_spec=PYR, input_mode="frames", image_size=S,
+      text_max_length=L, num_conv_layers=2)
+  tal_base = os.path.join(base, "tal")
+  common = dict(model=tal, export_dir=tal_base, task=spec.TAL, num_frames=N0,
+                text_max_length=L, operative_config=GIN)
+  tal_v1 = export_lib.export(num_text=None, audit=False, **common)
+  tal_v2 = export_lib.export(num_text=len(CLASS_NAMES),
+                             class_names=CLASS_NAMES, text_signature=False,
+                             audit=False, **common)
+  mr = moment_retriever.build_moment_retriever(
+      "tiny", pyramid_spec=PYR, input_mode="embeddings", image_size=S,
+      text_max_length=L, num_conv_layers=2)
+  mr(_numeric(_caption_request(1, 0, 2)))
+  mr_dir = export_lib.export(
+      model=mr, export_dir=os.path.join(base, "mr"), task=spec.MR,
+      num_frames=N0, input_mode="embeddings", text_max_length=L,
+      text_signature=False, audit=False)
+  return dict(base=base, tal=tal, tal_base=tal_base, tal_v1=tal_v1,
+              tal_v2=tal_v2, mr=mr, mr_dir=mr_dir)
+
+
+def _plain_job(exports):
+  """The model-server substitute: a process with only `import tensorflow`."""
+  requests = {k: f() for k, f in {**TAL_REQS, **MR_REQS}.items()}
+  requests.update(_bad_requests())
+  tal_bad = ["bad_dtype", "bad_rank", "bad_n0", "bad_text_length",
+             "bad_mask_n0"]
+  models = [
+      {"tag": "tal_v2", "dir": exports["tal_v2"],
+       "runs": {"serving_default": list(TAL_REQS)},
+       "bad_tf2": [("serving_default", r) for r in tal_bad],
+       "bad_tf1": [("serving_default", r) for r in tal_bad],
+       "bad_function": [("serving_default", r) for r in tal_bad]},
+      {"tag": "mr", "dir": exports["mr_dir"],
+       "runs": {"serving_default": list(MR_REQS)},
+       "bad_tf2": [("serving_default", r) for r in
+                   ("bad_embedding_dim", "bad_text_mask")]},
+      {"tag": "tal_v1", "dir": exports["tal_v1"], "runs": {}},
+  ]
+  audit = {"tal_v1": exports["tal_v1"], "tal_v2": exports["tal_v2"],
+           "mr": exports["mr_dir"]}
+  return requests, models, audit
+
+
+def _text_job(exports):
+  """tensorflow + tensorflow_text: the TAL v1 export, both signatures."""
+  requests = {k: f() for k, f in TAL_REQS.items()}
+  two = ["cooking pasta", "a dog"]
+  requests["tal2_b3"] = _class_request(3, 9, names=two)
+  for r in ("tal_b1", "tal_b3", "tal_b0"):
+    requests[r + "_text"] = dict(
+        {k: v for k, v in requests[r].items() if not k.startswith("text_")},
+        class_names=np.array(CLASS_NAMES))
+  requests["tal2_b3_text"] = dict(
+      {k: v for k, v in requests["tal2_b3"].items()
+       if not k.startswith("text_")}, class_names=np.array(two))
+  models = [{"tag": "tal_v1", "dir": exports["tal_v1"], "runs": {
+      "serving_default": list(TAL_REQS) + ["tal2_b3"],
+      "serving_text": [r + "_text" for r in TAL_REQS] + ["tal2_b3_text"]}}]
+  return requests, models
+
+
+@pytest.fixture(scope="module")
+def fresh_runs(exports, tmp_path_factory):
+  """Both fresh processes, run concurrently."""
+  tmp = str(tmp_path_factory.mktemp("fresh"))
+  requests, models, audit = _plain_job(exports)
+  plain = _start_fresh(tmp, "plain", requests, models, import_text=False,
+                       audit=audit)
+  text_requests, text_models = _text_job(exports)
+  text = _start_fresh(tmp, "text", text_requests, text_models,
+                      import_text=True)
+  return {"plain": _finish_fresh(plain),
+          "text": (*_finish_fresh(text), text_requests)}
+
+
+@pytest.fixture(scope="module")
+def plain_run(fresh_runs):
+  return fresh_runs["plain"]
+
+
+@pytest.fixture(scope="module")
+def text_run(fresh_runs):
+  return fresh_runs["text"]
+
+
+# ---------------------------------------------------------------------------
+# Layout and assets.
+# ---------------------------------------------------------------------------
+def test_versions_layout_and_assets(exports):
+  base = exports["tal_base"]
+  assert exports["tal_v1"] == os.path.join(base, "1") + os.sep
+  assert exports["tal_v2"] == os.path.join(base, "2") + os.sep
+  assert sorted(os.listdir(base)) == ["1", "2"]  # no temporary leftovers
+  assert export_lib.existing_versions(base) == [1, 2]
+  assert export_lib.next_version(base) == 3
+  for d in (exports["tal_v1"], exports["tal_v2"], exports["mr_dir"]):
+    assert os.path.exists(os.path.join(d, "saved_model.pb"))
+    assert os.path.isdir(os.path.join(d, "variables"))
+  extra = os.path.join(exports["tal_v2"], "assets.extra")
+  with open(os.path.join(extra, "operative_config.gin")) as f:
+    assert f.read() == GIN
+  with open(os.path.join(extra, "export_info.json")) as f:
+    info = json.load(f)
+  assert info["task"] == spec.TAL and info["version"] == 2
+  assert info["class_names"] == CLASS_NAMES
+  default = info["signatures"]["serving_default"]
+  assert default["inputs"]["frames"] == {"dtype": "uint8",
+                                         "shape": [None, N0, S, S, 3]}
+  assert default["inputs"]["text_ids"] == {"dtype": "int32",
+                                           "shape": [None, 3, L]}
+  assert default["outputs"]["segments"] == {"dtype": "float32",
+                                            "shape": [None, 100, 2]}
+  assert default["outputs"]["classes"]["dtype"] == "int32"
+  assert "serving_text" not in info["signatures"]
+  with open(os.path.join(exports["tal_v1"], "assets.extra",
+                         "export_info.json")) as f:
+    info1 = json.load(f)
+  assert info1["signatures"]["serving_text"]["inputs"]["class_names"] == {
+      "dtype": "string", "shape": [None]}
+  assert not os.path.exists(os.path.join(exports["mr_dir"], "assets.extra",
+                                         "operative_config.gin"))
+
+
+def test_every_weight_is_stored_once(exports):
+  """keras-team/keras#23553: tracking the model would store weights twice."""
+  stored = tf.train.list_variables(
+      os.path.join(exports["mr_dir"], "variables", "variables"))
+  num_stored = sum(int(np.prod(shape)) for name, shape in stored
+                   if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+  assert num_stored == sum(int(np.prod(w.shape)) for w in exports["mr"].weights)
+
+
+def test_existing_version_is_never_overwritten(exports):
+  with pytest.raises(ValueError, match="exists"):
+    export_lib.export(model=exports["mr"], export_dir=os.path.dirname(
+        exports["mr_dir"].rstrip(os.sep)), version=1, task=spec.MR,
+        num_frames=N0, input_mode="embeddings", text_max_length=L,
+        text_signature=False, audit=False)
+
+
+def test_export_rejects_mismatched_arguments(exports):
+  with pytest.raises(ValueError, match="MomentRetriever"):
+    export_lib.export(model=exports["tal"], export_dir=exports["base"],
+                      task=spec.MR, num_frames=N0)
+  with pytest.raises(ValueError, match="image_size"):
+    export_lib.export(model=exports["tal"], export_dir=exports["base"],
+                      task=spec.TAL, num_frames=N0, image_size=64)
+  with pytest.raises(ValueError, match="num_frames"):
+    export_lib.export(model=exports["tal"], export_dir=exports["base"],
+                      task=spec.TAL, num_frames=16)
+
+
+# ---------------------------------------------------------------------------
+# Serving parity in a fresh process.
+# ---------------------------------------------------------------------------
+def test_fresh_process_imports_only_tensorflow(plain_run):
+  _, meta = plain_run
+  assert meta["modules"] == []
+  for tag in ("tal_v2/serving_default", "mr/serving_default"):
+    assert meta["method"][tag] == "tensorflow/serving/predict"
+    assert meta["valid"][tag] is True
+
+
+@pytest.mark.parametrize("loader", ["tf1", "tf2"])
+def test_tal_detections_match_keras(exports, plain_run, loader):
+  results, _ = plain_run
+  for r in ("tal_b1", "tal_b3"):
+    want = _keras_localization(exports["tal"], TAL_REQS[r]())
+    got = _outputs(results, f"{loader}/tal_v2/serving_default/{r}")
+    _assert_same(got, want, f"{loader}/{r}")
+  b3 = _outputs(results, f"{loader}/tal_v2/serving_default/tal_b3")
+  assert (b3["num_detections"] > 0).all()  # the comparison is not vacuous
+  assert set(np.unique(b3["classes"][0, :b3["num_detections"][0]])) <= {
+      0, 1, 2}
+
+
+@pytest.mark.parametrize("loader", ["tf1", "tf2"])
+def test_mr_detections_match_keras_with_dynamic_captions(exports, plain_run,
+                                                         loader):
+  results, _ = plain_run
+  for r, k in (("mr_b1", 3), ("mr_b3", 2)):
+    want = _keras_retrieval(exports["mr"], MR_REQS[r]())
+    got = _outputs(results, f"{loader}/mr/serving_default/{r}")
+    _assert_same(got, want, f"{loader}/{r}")
+    assert got["segments"].shape[1] == k
+  got = _outputs(results, f"{loader}/mr/serving_default/mr_b3")
+  assert got["num_detections"][1, 1] == 0  # the padding caption
+  assert (got["num_detections"][:, 0] > 0).all()
+
+
+@pytest.mark.parametrize("loader", ["tf1", "tf2"])
+def test_batch_zero(plain_run, loader):
+  results, _ = plain_run
+  tal = _outputs(results, f"{loader}/tal_v2/serving_default/tal_b0")
+  assert tal["segments"].shape == (0, 100, 2)
+  assert tal["scores"].shape == tal["classes"].shape == (0, 100)
+  assert tal["num_detections"].shape == (0,)
+  mr = _outputs(results, f"{loader}/mr/serving_default/mr_b0")
+  assert mr["segments"].shape == (0, 2, 100, 2)
+  assert mr["num_detections"].shape == (0, 2)
+
+
+# ---------------------------------------------------------------------------
+# Op audit.
+# ---------------------------------------------------------------------------
+def test_op_audit(plain_run):
+  _, meta = plain_run
+  audits = meta["audits"]
+  for tag in ("tal_v2", "mr"):
+    assert audits[tag]["non_core"] == []
+    assert "NonMaxSuppressionV5" in audits[tag]["ops"]  # Soft-NMS is in it
+  v1 = audits["tal_v1"]
+  assert v1["signatures"]["serving_default"]["non_core"] == []
+  assert "NonMaxSuppressionV5" in v1["signatures"]["serving_default"]["ops"]
+  assert v1["signatures"]["serving_text"]["non_core"] == sorted(
+      export_lib.TEXT_NON_CORE_OPS)
+  assert v1["non_core"] == sorted(export_lib.TEXT_NON_CORE_OPS)
+  # One TF-Text op anywhere in the SavedModel stops plain TF loading it all.
+  name, message = meta["load_errors"]["tal_v1"]
+  assert name == "NotFoundError" and "Op type not registered" in message
+
+
+def test_audit_ops_raises_on_disallowed_ops(exports):
+  # This process imported tensorflow_text, so the registry check runs in a
+  # fresh subprocess.
+  with pytest.raises(ValueError, match="NormalizeUTF8") as info:
+    op_audit.audit_ops(exports["tal_v1"])
+  assert "serving_text" in str(info.value)
+  assert "not allowed (['RegexSplitWithOffsets']): ['NormalizeUTF8']" in str(
+      info.value)
+  result = op_audit.audit_ops(exports["tal_v1"], export_lib.TEXT_NON_CORE_OPS)
+  assert result["signatures"]["serving_default"]["non_core"] == []
+  assert result["signatures"]["serving_text"]["non_core"] == sorted(
+      export_lib.TEXT_NON_CORE_OPS)
+
+
+# ---------------------------------------------------------------------------
+# The string signature (tensorflow + tensorflow_text).
+# ---------------------------------------------------------------------------
+def test_text_signature_matches_numeric_signature_and_keras(exports, text_run):
+  results, meta, requests = text_run
+  assert "tensorflow_text" in meta["modules"]
+  assert {m.split(".")[0] for m in meta["modules"]} == {"tensorflow_text"}
+  assert meta["valid"]["tal_v1/serving_text"] is True
+  for loader in ("tf1", "tf2"):
+    for r in ("tal_b1", "tal_b3", "tal2_b3"):
+      numeric = _outputs(results, f"{loader}/tal_v1/serving_default/{r}")
+      text = _outputs(results, f"{loader}/tal_v1/serving_text/{r}_text")
+      _assert_same(text, numeric, f"{loader}/{r} text vs ids")
+      # The dynamic class list (class by class in the graph) equals the
+      # Keras model on the whole list.
+      want = _keras_localization(exports["tal"], requests[r])
+      _assert_same(numeric, want, f"{loader}/{r} vs keras")
+    zero = _outputs(results, f"{loader}/tal_v1/serving_text/tal_b0_text")
+    assert zero["segments"].shape == (0, 100, 2)
+  two = _outputs(results, "tf2/tal_v1/serving_text/tal2_b3_text")
+  assert two["classes"].max() == 1  # two classes requested
+
+
+# ---------------------------------------------------------------------------
+# Bad requests.
+# ---------------------------------------------------------------------------
+def test_bad_inputs_give_errors_naming_the_input(plain_run):
+  _, meta = plain_run
+  errors = meta["errors"]
+  # Restored tf.function: the input signature rejects dtype and rank.
+  for r in ("bad_dtype", "bad_rank"):
+    name, message = errors[f"function/tal_v2/{r}"]
+    assert name == "TypeError" and "name='frames'" in message, message
+  # Signature (TF2 `signatures`, and the graph a server runs): dtype by the
+  # function itself; rank and lengths by the in-graph checks.
+  name, message = errors["tf2/tal_v2/bad_dtype"]
+  assert name == "InvalidArgumentError" and "uint8" in message
+  expected = {
+      "bad_rank": ("frames", "[8 32 32 3]"),
+      "bad_n0": ("frames", "[1 7 32 32 3]"),
+      "bad_text_length": ("text_ids", "L=6"),
+      "bad_mask_n0": ("frame_mask", "[1 6]"),
+  }
+  for r, (inp, detail) in expected.items():
+    for loader in ("tf2", "tf1"):
+      if (loader, r) == ("tf1", "bad_rank"):
+        continue
+      name, message = errors[f"{loader}/tal_v2/{r}"]
+      assert name == "InvalidArgumentError", (loader, r, message)
+      assert f"input {inp} must have shape" in message, message
+      assert detail in message, message
+  # TF1 Session: the client checks the rank against the placeholder.
+  name, message = errors["tf1/tal_v2/bad_rank"]
+  assert name == "ValueError" and "serving_default_frames" in message
+  name, message = errors["tf2/mr/bad_embedding_dim"]
+  assert "input frame_embeddings must have shape [B, N0=8, 12]" in message
+  name, message = errors["tf2/mr/bad_text_mask"]
+  assert "input text_mask must have shape" in message
+
+
+# ---------------------------------------------------------------------------
+# HD and AS (in process: tf.saved_model.load).
+# ---------------------------------------------------------------------------
+def test_highlight_detection_export(tmp_path):
+  keras.utils.set_random_seed(1)
+  model = action_localizer.build_action_localizer(
+      "tiny", task=spec.HD, pyramid_spec=PYR, input_mode="embeddings",
+      text_max_length=L, num_conv_layers=2)
+  queries = ["a man opens the door", "x", "the dog runs"]
+  req = _video(3, 10, "embeddings")
+  ids, mask = _tokenize(queries)
+  req[spec.TEXT_IDS], req[spec.TEXT_MASK] = ids[:, None], mask[:, None]
+  want = _keras_localization(model, req, task=spec.HD)
+  path = export_lib.export(model=model, export_dir=str(tmp_path),
+                           task=spec.HD, num_frames=N0,
+                           input_mode="embeddings", text_max_length=L,
+                           audit=False)
+  loaded = tf.saved_model.load(path)
+  got = {k: v.numpy() for k, v in
+         loaded.signatures["serving_default"](**_numeric(req)).items()}
+  _assert_same(got, want, "hd")
+  assert got["saliency"].shape == (3, 75)
+  assert got["saliency"][0, 2:].max() == 0.0  # clips after the 4 s video
+  assert got["saliency"][0, :2].min() > 0.0
+  video = {k: v for k, v in req.items() if not k.startswith("text_")}
+  text = loaded.signatures["serving_text"](
+      **_numeric(video), queries=tf.constant([[q] for q in queries]))
+  _assert_same({k: v.numpy() for k, v in text.items()}, want, "hd text")
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="input queries must have shape"):
+    loaded.signatures["serving_text"](
+        **_numeric(video), queries=tf.constant([[q, q] for q in queries]))
+
+
+def test_action_segmentation_export_with_prompts(tmp_path):
+  keras.utils.set_random_seed(2)
+  model = action_segmenter.build_action_segmenter(
+      "tiny", num_frames=N0, input_mode="embeddings", text_max_length=L)
+  prompts = ["a video of {}.", "{} now"]
+  names = ["cut", "stir fry"]
+  path = export_lib.export(model=model, export_dir=str(tmp_path),
+                           task=spec.AS, num_frames=N0,
+                           input_mode="embeddings", embedding_dim=D,
+                           text_max_length=L, num_text=2, class_names=names,
+                           prompts=prompts, background_logit_threshold=-10.0,
+                           audit=False)
+  loaded = tf.saved_model.load(path)
+  req = _video(2, 11, "embeddings")
+  # Reference: one model run per prompt, raw logits averaged (§5.1).
+  runs = []
+  for p in prompts:
+    ids, mask = _tokenize([p.format(n) for n in names])
+    runs.append(model(_numeric(dict(
+        req, text_ids=np.tile(ids[None], [2, 1, 1]),
+        text_mask=np.tile(mask[None], [2, 1, 1]))))["logits"])
+  logits = postprocess.ensemble_prompts([{"logits": r} for r in runs])[
+      "logits"].numpy()
+  classes = postprocess.segmentation_predictions(
+      logits, -10.0, token_mask=req[spec.FRAME_MASK]).numpy()
+  text = loaded.signatures["serving_text"](
+      **_numeric(req), class_names=tf.constant(names))
+  np.testing.assert_allclose(text["logits"].numpy(), logits, atol=TOL)
+  np.testing.assert_array_equal(text["frame_classes"].numpy(), classes)
+  assert (classes[1, 5:] == -1).all() and (classes[0] >= 0).any()
+  # serving_default takes the C * P prompted texts, class-major.
+  ids, mask = _tokenize(text_lib.apply_prompts(names, prompts))
+  numeric = loaded.signatures["serving_default"](**_numeric(dict(
+      req, text_ids=np.tile(ids[None], [2, 1, 1]),
+      text_mask=np.tile(mask[None], [2, 1, 1]))))
+  np.testing.assert_allclose(numeric["logits"].numpy(), logits, atol=TOL)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="input class_names must have shape"):
+    loaded.signatures["serving_text"](**_numeric(req),
+                                      class_names=tf.constant(["cut"]))
