@@ -57,6 +57,9 @@ setuptools.setup(
         "console_scripts": [
             "unloc-make-synthetic=unloc_tf.tools.make_synthetic:run",
             "unloc-main-job=unloc_tf.tools.main_job:run",
+            "unloc-train=unloc_tf.tools.train:run",
+            "unloc-evaluate=unloc_tf.tools.evaluate:run",
+            "unloc-export=unloc_tf.tools.export_saved_model:run",
             "unloc-visualize=unloc_tf.tools.visualize:run",
             "unloc-make-zero-shot-splits=unloc_tf.tools.make_zero_shot_splits:run",
             "unloc-evaluate-zero-shot=unloc_tf.tools.evaluate_zero_shot:run",
