@@ -24,7 +24,9 @@ import pytest
 
 from unloc_tf.metrics import localization as loc
 
-DATA = os.environ.get("UNLOC_SHARED_DATA", "/work/shared/data")
+DATA = os.environ.get("UNLOC_SHARED_DATA", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__)))), "..", "shared", "data"))
 ANET = os.path.join(DATA, "activitynet1.3")
 T = loc.DEFAULT_TIOU_THRESHOLDS
 

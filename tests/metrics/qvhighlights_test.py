@@ -18,7 +18,9 @@ import pytest
 from unloc_tf.metrics import localization
 from unloc_tf.metrics import qvhighlights as qvh
 
-DATA = os.environ.get("UNLOC_SHARED_DATA", "/work/shared/data")
+DATA = os.environ.get("UNLOC_SHARED_DATA", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__)))), "..", "shared", "data"))
 QVH = os.path.join(DATA, "qvhighlights")
 
 

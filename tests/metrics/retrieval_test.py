@@ -16,7 +16,9 @@ import pytest
 
 from unloc_tf.metrics import retrieval as ret
 
-DATA = os.environ.get("UNLOC_SHARED_DATA", "/work/shared/data")
+DATA = os.environ.get("UNLOC_SHARED_DATA", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__)))), "..", "shared", "data"))
 
 
 def test_temporal_iou_by_hand():
