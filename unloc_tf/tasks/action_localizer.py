@@ -58,6 +58,20 @@ def class_text(inputs: Dict[str, tf.Tensor]):
   return None, None, None
 
 
+def fuse_with_class_names(backbone, inputs, training=False):
+  """Every video of the batch fused with every class name (TAL/AS/CLS).
+
+  Returns:
+    The fusion's dict: tokens [B, C, T, D], mask [B, C, T], text [B, C, D].
+  """
+  video = backbone.encode_video(inputs, training=training)
+  ids, mask, emb = class_text(inputs)
+  text, text_mask, _ = backbone.text_features(ids, mask, emb,
+                                              training=training)
+  return backbone.fuse(video, inputs[spec.FRAME_MASK], text=text,
+                       text_mask=text_mask, pairing="all", training=training)
+
+
 def token_weights(inputs, token_mask):
   """Loss weights per token: token mask × batch mask (eval padding)."""
   weights = tf.cast(token_mask, tf.float32)

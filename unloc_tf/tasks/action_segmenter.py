@@ -37,12 +37,8 @@ class ActionSegmenter(keras.Model):
     self.head = action_localizer._deserialize(head)
 
   def call(self, inputs, training=False):
-    bb = self.backbone
-    video = bb.encode_video(inputs, training=training)
-    ids, mask, emb = action_localizer.class_text(inputs)
-    text, text_mask, _ = bb.text_features(ids, mask, emb, training=training)
-    fused = bb.fuse(video, inputs[spec.FRAME_MASK], text=text,
-                    text_mask=text_mask, pairing="all", training=training)
+    fused = action_localizer.fuse_with_class_names(self.backbone, inputs,
+                                                   training)
     return {"logits": self.head(fused["tokens"]),
             "token_mask": fused["mask"][:, 0]}
 

@@ -40,12 +40,8 @@ class VideoTextClassifier(keras.Model):
         name="classification_head")
 
   def call(self, inputs, training=False):
-    bb = self.backbone
-    video = bb.encode_video(inputs, training=training)
-    ids, mask, emb = action_localizer.class_text(inputs)
-    text, text_mask, _ = bb.text_features(ids, mask, emb, training=training)
-    fused = bb.fuse(video, inputs[spec.FRAME_MASK], text=text,
-                    text_mask=text_mask, pairing="all", training=training)
+    fused = action_localizer.fuse_with_class_names(self.backbone, inputs,
+                                                   training)
     return {"logits": self.classifier(fused["text"])[..., 0]}
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
