@@ -350,3 +350,20 @@ def test_decode_and_crop_fast_path_equals_full_decode(tmp_path, is_training):
       min_resize=24, rand_augment=True, normalize_output=False).numpy()
   np.testing.assert_array_equal(fast, slow)
   del schema
+
+
+def test_mr_iterator_checkpoints_with_the_graph_tokenizer(tmp_path):
+  """Captions are tokenised in the graph (a stateful BPE cache): the
+  iterator still checkpoints and resumes at the same batch."""
+  fixtures.write(tmp_path, "d", _mr_records())
+  ds = pipeline.make_dataset(str(tmp_path / "d-*"), _config(spec.MR),
+                             is_training=True, global_batch_size=1, seed=2,
+                             deterministic=True)
+  it = iter(ds)
+  next(it)
+  ckpt = tf.train.Checkpoint(iterator=it)
+  path = ckpt.save(str(tmp_path / "ckpt"))
+  expected = next(it)[spec.TEXT_IDS].numpy()
+  it2 = iter(ds)
+  tf.train.Checkpoint(iterator=it2).restore(path)
+  np.testing.assert_array_equal(next(it2)[spec.TEXT_IDS].numpy(), expected)

@@ -683,6 +683,11 @@ def make_dataset(
   options = tf.data.Options()
   options.deterministic = deterministic or not is_training
   options.experimental_optimization.map_parallelization = True
+  # The in-graph CLIP tokenizer memoises BPE results in a mutable hash table
+  # (external state).  It is only a cache — outputs do not depend on it — so
+  # checkpointing the iterator (exact resume) may ignore it.
+  options.experimental_external_state_policy = (
+      tf.data.experimental.ExternalStatePolicy.IGNORE)
   if input_context is not None:
     # Files are sharded by hand above.
     options.experimental_distribute.auto_shard_policy = (
