@@ -87,6 +87,19 @@ class _TiledRandomNormal(keras.initializers.Initializer):
     return {"stddev": self.stddev}
 
 
+def clip_blocks(num_layers: int, hidden_dim: int, num_heads: int,
+                intermediate_dim: int, causal: bool, dtype=None) -> list:
+  """`num_layers` keras-hub CLIP residual blocks (quick-GELU MLP, LN eps
+  1e-5), named `resblocks_{i}` as the reference's parameter tree."""
+  return [
+      CLIPEncoderLayer(hidden_dim, num_heads, intermediate_dim,
+                       intermediate_activation="quick_gelu",
+                       use_causal_mask=causal, dtype=dtype,
+                       name=f"resblocks_{i}")
+      for i in range(num_layers)
+  ]
+
+
 @keras.saving.register_keras_serializable(package="unloc_tf")
 class CLIPImageEncoder(keras.layers.Layer):
   """Frame-wise CLIP ViT producing one token per frame.
@@ -183,17 +196,9 @@ class CLIPImageEncoder(keras.layers.Layer):
     )
     self.ln_pre = keras.layers.LayerNormalization(
         epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="ln_pre")
-    self.blocks = [
-        CLIPEncoderLayer(
-            self.hidden_dim,
-            self.num_heads,
-            self.intermediate_dim,
-            intermediate_activation="quick_gelu",
-            use_causal_mask=False,
-            dtype=self.dtype_policy,
-            name=f"resblocks_{i}",
-        ) for i in range(self.num_layers)
-    ]
+    self.blocks = clip_blocks(self.num_layers, self.hidden_dim,
+                              self.num_heads, self.intermediate_dim,
+                              causal=False, dtype=self.dtype_policy)
     self.ln_post = keras.layers.LayerNormalization(
         epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy,
         name="ln_post")

@@ -37,7 +37,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import ops
-from keras_hub.src.models.clip.clip_layers import CLIPEncoderLayer
+
+from unloc_tf.layers import clip_image_encoder
 
 # keras-hub 0.32 has no public alias of CLIPEncoderLayer (keras_hub.layers
 # exports only the image converters), hence the `src` import above.
@@ -105,17 +106,9 @@ class CLIPTextEncoder(keras.layers.Layer):
         dtype=self.dtype_policy,
         name="token_embedding",
     )
-    self.blocks = [
-        CLIPEncoderLayer(
-            self.hidden_dim,
-            self.num_heads,
-            self.intermediate_dim,
-            intermediate_activation="quick_gelu",
-            use_causal_mask=True,
-            dtype=self.dtype_policy,
-            name=f"resblocks_{i}",
-        ) for i in range(self.num_layers)
-    ]
+    self.blocks = clip_image_encoder.clip_blocks(
+        self.num_layers, self.hidden_dim, self.num_heads,
+        self.intermediate_dim, causal=True, dtype=self.dtype_policy)
     self.ln_final = keras.layers.LayerNormalization(
         epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy,
         name="ln_final")

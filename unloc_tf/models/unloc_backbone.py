@@ -26,7 +26,8 @@ from unloc_tf.models import variants
 from unloc_tf.ops import pooling
 
 
-def _maybe_deserialize(obj):
+def maybe_deserialize(obj):
+  """A layer given as itself or as its serialised config (from_config)."""
   if obj is None or isinstance(obj, keras.layers.Layer):
     return obj
   return keras.saving.deserialize_keras_object(obj)
@@ -59,9 +60,9 @@ class UnlocBackbone(keras.layers.Layer):
     if text_pooling not in ("eos", "token", "gap"):
       raise ValueError(f"text_pooling must be eos, token or gap, got"
                        f" {text_pooling!r}")
-    self.fusion = _maybe_deserialize(fusion)
-    self.image_encoder = _maybe_deserialize(image_encoder)
-    self.text_encoder = _maybe_deserialize(text_encoder)
+    self.fusion = maybe_deserialize(fusion)
+    self.image_encoder = maybe_deserialize(image_encoder)
+    self.text_encoder = maybe_deserialize(text_encoder)
     self.freeze_image_encoder = freeze_image_encoder
     self.freeze_text_encoder = freeze_text_encoder
     self.text_pooling = text_pooling

@@ -33,12 +33,6 @@ from unloc_tf.models import unloc_backbone
 from unloc_tf.ops import distribute
 
 
-def _deserialize(obj):
-  if isinstance(obj, dict):
-    return keras.saving.deserialize_keras_object(obj)
-  return obj
-
-
 def class_text(inputs: Dict[str, tf.Tensor]):
   """Class-name text of a TAL/AS/CLS batch: row 0 of the tiled table.
 
@@ -103,8 +97,8 @@ class ActionLocalizer(keras.Model):
       raise ValueError(f"ActionLocalizer task must be {spec.TAL} or {spec.HD},"
                        f" got {task!r}")
     losses_lib.parse_box_loss_type(box_loss_type)  # fail early
-    self.backbone = _deserialize(backbone)
-    self.head = _deserialize(head)
+    self.backbone = unloc_backbone.maybe_deserialize(backbone)
+    self.head = unloc_backbone.maybe_deserialize(head)
     self.task = task
     self.box_loss_type = box_loss_type
     self.focal_alpha = focal_alpha

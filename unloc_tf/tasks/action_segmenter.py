@@ -33,8 +33,8 @@ class ActionSegmenter(keras.Model):
 
   def __init__(self, backbone, head, **kwargs):
     super().__init__(**kwargs)
-    self.backbone = action_localizer._deserialize(backbone)
-    self.head = action_localizer._deserialize(head)
+    self.backbone = unloc_backbone.maybe_deserialize(backbone)
+    self.head = unloc_backbone.maybe_deserialize(head)
 
   def call(self, inputs, training=False):
     fused = action_localizer.fuse_with_class_names(self.backbone, inputs,

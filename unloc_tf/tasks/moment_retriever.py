@@ -28,7 +28,6 @@ from unloc_tf import spec
 from unloc_tf.layers import heads as heads_lib
 from unloc_tf.models import unloc_backbone
 from unloc_tf.ops import distribute
-from unloc_tf.tasks import action_localizer
 
 
 @keras.saving.register_keras_serializable(package="unloc_tf")
@@ -51,8 +50,8 @@ class MomentRetriever(keras.Model):
                classification_loss_alpha: float = 10.0, **kwargs):
     super().__init__(**kwargs)
     losses_lib.parse_box_loss_type(box_loss_type)
-    self.backbone = action_localizer._deserialize(backbone)
-    self.head = action_localizer._deserialize(head)
+    self.backbone = unloc_backbone.maybe_deserialize(backbone)
+    self.head = unloc_backbone.maybe_deserialize(head)
     self.all_pairs = all_pairs
     self.box_loss_type = box_loss_type
     self.focal_alpha = focal_alpha

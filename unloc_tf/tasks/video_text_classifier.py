@@ -32,7 +32,7 @@ class VideoTextClassifier(keras.Model):
 
   def __init__(self, backbone, init_bias: float = 0.0, **kwargs):
     super().__init__(**kwargs)
-    self.backbone = action_localizer._deserialize(backbone)
+    self.backbone = unloc_backbone.maybe_deserialize(backbone)
     self.init_bias = init_bias
     self.classifier = keras.layers.Dense(
         1, kernel_initializer="glorot_normal",
