@@ -63,6 +63,11 @@ setuptools.setup(
             "unloc-visualize=unloc_tf.tools.visualize:run",
             "unloc-make-zero-shot-splits=unloc_tf.tools.make_zero_shot_splits:run",
             "unloc-evaluate-zero-shot=unloc_tf.tools.evaluate_zero_shot:run",
+            "unloc-build-records=unloc_tf.tools.build_records:run",
+            "unloc-extract-features=unloc_tf.tools.extract_features:run",
+            "unloc-predict=unloc_tf.tools.predict:run",
+            "unloc-convert-clip=unloc_tf.tools.convert_clip_checkpoint:run",
+            "unloc-convert-reference=unloc_tf.tools.convert_reference_checkpoint:run",
         ],
     },
 )

@@ -1,12 +1,23 @@
-r"""The main job on the built-in synthetic benchmark.
+r"""The main job on the built-in synthetic benchmark (the README's first command).
 
-Today (foundation): generates the benchmark, runs the evaluation input
-pipeline of every task over the test split and prints what a model would be
-trained on (records, batch shapes, positives per pyramid level).  Training,
-evaluation with the official metrics, export and a served request join this
-job as the model, evaluation and serving layers land.
+  1. generates the benchmark (TFRecord shards, `unloc_tf.data.synthetic`);
+  2. trains a tiny UnLoc per task — temporal action localization, moment
+     retrieval, action segmentation — with the real training tool
+     (`tools/train.py`, gin experiments `synthetic_{tal,mr,as}`), each run
+     ending with an evaluation on the test split by the official metrics;
+  3. exports the moment-retrieval model as a SavedModel (`tools/
+     export_saved_model.py`, both signatures);
+  4. answers one request through the exported model (`serving_text`: one
+     test video and its captions as strings, as a TF Serving client sends
+     them) and compares the top segment with the ground truth;
+  5. prints a results table (also `<workdir>/main_job.json`).
 
-Usage (the README's first command):
+`--input_mode=frames` (default) trains from pixels through the tiny image
+tower; `--input_mode=embeddings` trains on the benchmark's scene-state
+embeddings (`synthetic.scene_state_embeddings`, the stand-in for a frozen
+pretrained image tower) through the cached-embedding path.
+
+Usage:
   python tools/main_job.py --workdir=/tmp/unloc_main
 """
 
@@ -14,6 +25,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import subprocess
 import sys
 import time
 
@@ -23,95 +36,233 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
-import numpy as np  # noqa: E402
+from unloc_tf import launch, spec  # noqa: E402
+from unloc_tf.data import synthetic  # noqa: E402
 
-from unloc_tf import spec  # noqa: E402
-from unloc_tf.data import (
-  pipeline,  # noqa: E402
-  synthetic,  # noqa: E402
-)
-
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/unloc_main",
-                               "Where data and results go.")
+# --workdir is launch's flag (the tools share it); here it defaults to
+# /tmp/unloc_main and holds data/, runs/<task>/, export/ and the results.
+DEFAULT_WORKDIR = "/tmp/unloc_main"
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 240, "Train videos.")
 _NUM_VAL = flags.DEFINE_integer("num_val", 40, "Validation videos.")
 _NUM_TEST = flags.DEFINE_integer("num_test", 40, "Test videos.")
-_NUM_FRAMES = flags.DEFINE_integer("num_frames", 64, "N0 tokens per video.")
+_INPUT_MODE = flags.DEFINE_enum(
+    "input_mode", "frames", ["frames", "embeddings"],
+    "frames: from pixels through the image tower; embeddings: the"
+    " benchmark's scene-state embeddings (cached-embedding path).")
+_STEPS = flags.DEFINE_list(
+    "steps", ["300", "300", "300"],
+    "Training steps for temporal_localization, moment_retrieval,"
+    " action_segmentation.")
 _REUSE_DATA = flags.DEFINE_bool(
     "reuse_data", False, "Reuse <workdir>/data if it was made before.")
 
-
-def _input_config(task: str, data_dir: str) -> pipeline.InputConfig:
-  with open(os.path.join(data_dir, "classes.txt")) as f:
-    classes = tuple(line.strip() for line in f if line.strip())
-  common = dict(task=task, num_frames=_NUM_FRAMES.value, crop_size=64,
-                min_resize=64, secs_per_timestep=0.2, max_text_length=16)
-  if task in (spec.TAL, spec.AS, spec.CLS):
-    common.update(num_classes=len(classes), class_names=classes)
-  if task == spec.MR:
-    common.update(num_captions_eval=5)
-  if task == spec.HD:
-    common.update(max_saliency_clips=30)
-  return pipeline.InputConfig(**common)
+TASKS = (spec.TAL, spec.MR, spec.AS)
+EXPERIMENTS = {spec.TAL: "experiments/synthetic_tal",
+               spec.MR: "experiments/synthetic_mr",
+               spec.AS: "experiments/synthetic_as"}
+# (metric key in the evaluator's output, label, target from the issue).
+HEADLINE = {spec.TAL: ("mAP@0.5", "TAL mAP@0.5", 0.7),
+            spec.MR: ("R@1,IoU=0.5", "MR R1@0.5", 0.7),
+            spec.AS: ("accuracy", "AS frame accuracy", 0.85)}
+TOOLS = os.path.dirname(os.path.abspath(__file__))
 
 
-def _summarise_task(task: str, data_dir: str) -> dict:
-  config = _input_config(task, data_dir)
-  ds = pipeline.make_dataset(os.path.join(data_dir, task, "test-*"), config,
-                             is_training=False, global_batch_size=8)
-  pyr = config.pyramid_spec
-  bounds = np.cumsum((0,) + pyr.level_lengths)
-  positives = np.zeros(pyr.num_levels, np.int64)
-  examples, shapes = 0, {}
-  for batch in ds:
-    mask = batch[pipeline.BATCH_MASK].numpy().astype(bool)
-    examples += int(mask.sum())
-    labels = batch[spec.LABELS].numpy()[mask]
-    if task in (spec.TAL, spec.HD):
-      for lvl in range(pyr.num_levels):
-        positives[lvl] += labels[:, bounds[lvl]:bounds[lvl + 1]].sum()
-    elif task == spec.MR:
-      for lvl in range(pyr.num_levels):
-        positives[lvl] += labels[:, :, bounds[lvl]:bounds[lvl + 1]].sum()
-    shapes = {k: tuple(v.shape) for k, v in batch.items()}
-  out = {"task": task, "examples": examples,
-         "frames": str(shapes.get(spec.FRAMES)),
-         "text": str(shapes.get(spec.TEXT_IDS)),
-         "labels": str(shapes.get(spec.LABELS))}
-  if task in (spec.TAL, spec.HD, spec.MR):
-    out["positives_per_level"] = positives.tolist()
-  return out
+def _tool(name: str, *args: str, log_path: str) -> None:
+  """Runs tools/<name>.py in a fresh process (gin is process-global)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  with open(log_path, "w") as log:
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, name), *args],
+                          stdout=log, stderr=subprocess.STDOUT, env=env,
+                          check=False)
+  if proc.returncode != 0:
+    with open(log_path) as f:
+      tail = f.read()[-4000:]
+    raise RuntimeError(f"tools/{name} failed (exit {proc.returncode}); log"
+                       f" {log_path}:\n{tail}")
+
+
+def _gin_args(task: str, data_dir: str, workdir: str, steps: int) -> list:
+  bindings = [f"DATA_DIR='{data_dir}'", f"TRAIN_STEPS={steps}",
+              f"EVAL_EVERY={steps}", f"CHECKPOINT_EVERY={steps}",
+              f"WARMUP_STEPS={min(30, steps // 5)}",
+              "EVAL_SPLIT='test'"]
+  if _INPUT_MODE.value == "embeddings":
+    bindings += ["INPUT_MODE='embeddings'",
+                 f"EMBEDDING_DIM={synthetic.STATE_EMBEDDING_DIM}"]
+  return ([f"--gin_file={EXPERIMENTS[task]}", f"--workdir={workdir}"]
+          + [f"--gin_bindings={b}" for b in bindings])
+
+
+def _final_metrics(workdir: str) -> dict:
+  with open(os.path.join(workdir, "eval_results.json")) as f:
+    history = json.load(f)
+  return history[max(history, key=int)]
+
+
+def _iou(a, b) -> float:
+  inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+  union = max(a[1], b[1]) - min(a[0], b[0])
+  return inter / union if union > 0 else 0.0
+
+
+def _serve_one_request(export_base: str, data_dir: str, gin_args: list
+                       ) -> dict:
+  """Loads the newest exported version and sends it one test video with
+  its captions as strings (the `serving_text` signature)."""
+  import tensorflow as tf  # noqa: PLC0415
+  import tensorflow_text  # noqa: F401, PLC0415 (registers TF-Text ops)
+
+  from unloc_tf.data import pipeline  # noqa: PLC0415
+
+  import gin  # noqa: PLC0415
+  from absl import logging  # noqa: PLC0415
+
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.FATAL)  # gin's search-path probing is noisy
+  try:
+    launch.parse_gin([a.split("=", 1)[1] for a in gin_args
+                      if a.startswith("--gin_file=")],
+                     [a.split("=", 1)[1] for a in gin_args
+                      if a.startswith("--gin_bindings=")])
+  finally:
+    logging.set_verbosity(verbosity)
+  with gin.config_scope("eval"):
+    config = gin.get_bindings(pipeline.make_dataset)["config"]
+  gin.clear_config()
+  files = os.path.join(data_dir, spec.MR, "test-*")
+  batch = next(iter(pipeline.make_dataset(files, config, is_training=False,
+                                          global_batch_size=1)))
+  versions = sorted(int(v) for v in os.listdir(export_base) if v.isdigit())
+  path = os.path.join(export_base, str(versions[-1]))
+  loaded = tf.saved_model.load(path)
+  serve = loaded.signatures["serving_text"]
+  valid = batch[spec.TEXT_VALID].numpy()[0].astype(bool)
+  queries = [q.decode() for q in batch[spec.TEXT_STRINGS].numpy()[0][valid]]
+  video_key = (spec.FRAMES if config.input_mode == "frames"
+               else spec.FRAME_EMBEDDINGS)
+  request = {
+      video_key: batch[video_key],
+      spec.FRAME_MASK: batch[spec.FRAME_MASK],
+      spec.NUM_FRAMES_TOTAL: batch[spec.NUM_FRAMES_TOTAL],
+      spec.BATCH_SECS_PER_TIMESTEP: batch[spec.BATCH_SECS_PER_TIMESTEP],
+      "queries": tf.constant([queries]),
+  }
+  t0 = time.perf_counter()
+  out = serve(**request)
+  latency = time.perf_counter() - t0
+  gt_start = batch[spec.GT_START].numpy()[0][valid]
+  gt_end = batch[spec.GT_END].numpy()[0][valid]
+  answers = []
+  for k, q in enumerate(queries):
+    n = int(out["num_detections"][0, k])
+    top = ([float(x) for x in out["segments"][0, k, 0].numpy()]
+           if n else [0.0, 0.0])
+    gt = [float(gt_start[k]), float(gt_end[k])]
+    answers.append({"query": q, "top_segment": [round(x, 2) for x in top],
+                    "score": round(float(out["scores"][0, k, 0]), 3)
+                    if n else 0.0,
+                    "ground_truth": [round(x, 2) for x in gt],
+                    "iou": round(_iou(top, gt), 3)})
+  return {"model": path, "video": batch[spec.VIDEO_ID].numpy()[0].decode(),
+          "latency_s": round(latency, 3), "answers": answers}
+
+
+def _peak_rss_gib() -> float:
+  own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  return max(own, children) / 2**20  # ru_maxrss is in KiB on Linux
 
 
 def main(argv):
   del argv
   start = time.perf_counter()
-  data_dir = os.path.join(_WORKDIR.value, "data")
-  if _REUSE_DATA.value and os.path.exists(os.path.join(data_dir,
-                                                       "summary.json")):
-    with open(os.path.join(data_dir, "summary.json")) as f:
+  work = launch.WORKDIR.value or DEFAULT_WORKDIR
+  if len(_STEPS.value) != len(TASKS):
+    raise app.UsageError(f"--steps needs {len(TASKS)} values")
+  steps = dict(zip(TASKS, (int(s) for s in _STEPS.value)))
+  data_dir = os.path.join(work, "data")
+  embeddings = _INPUT_MODE.value == "embeddings"
+  timings = {}
+
+  t0 = time.perf_counter()
+  summary_path = os.path.join(data_dir, "summary.json")
+  if _REUSE_DATA.value and os.path.exists(summary_path):
+    with open(summary_path) as f:
       summary = json.load(f)
-    print(f"reusing the synthetic benchmark in {data_dir}")
+    print(f"[1/5] reusing the synthetic benchmark in {data_dir}")
   else:
     config = synthetic.SyntheticConfig(
         num_train=_NUM_TRAIN.value, num_val=_NUM_VAL.value,
         num_test=_NUM_TEST.value)
-    print(f"[1/2] generating the synthetic benchmark in {data_dir} ...")
-    summary = synthetic.write_benchmark(data_dir, config)
+    print(f"[1/5] generating the synthetic benchmark in {data_dir} ...",
+          flush=True)
+    summary = synthetic.write_benchmark(data_dir, config, tasks=TASKS,
+                                        zero_shot_records=False,
+                                        state_embeddings=embeddings)
   print(synthetic.format_summary(summary))
-  print("\n[2/2] evaluation input pipelines over the test split:")
-  rows = [_summarise_task(task, data_dir) for task in spec.TASKS]
-  keys = ["task", "examples", "frames", "text", "labels",
-          "positives_per_level"]
-  print("  ".join(f"{k:<26}" if k == "task" else k for k in keys))
+  timings["data"] = time.perf_counter() - t0
+
+  results = {}
+  for task in TASKS:
+    t0 = time.perf_counter()
+    run_dir = os.path.join(work, "runs", task)
+    print(f"[2/5] training {task} ({steps[task]} steps, {_INPUT_MODE.value})"
+          f" -> {run_dir} ...", flush=True)
+    _tool("train.py", *_gin_args(task, data_dir, run_dir, steps[task]),
+          log_path=os.path.join(work, f"train_{task}.log"))
+    results[task] = _final_metrics(run_dir)
+    key, label, target = HEADLINE[task]
+    print(f"      {label} on the test split: {results[task][key]:.4f}"
+          f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    timings[f"train+eval {task}"] = time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  export_base = os.path.join(work, "export", spec.MR)
+  mr_args = _gin_args(spec.MR, data_dir, os.path.join(work, "runs", spec.MR),
+                      steps[spec.MR])
+  print(f"[3/5] exporting the moment-retrieval model to {export_base} ...",
+        flush=True)
+  _tool("export_saved_model.py", *mr_args, f"--export_dir={export_base}",
+        log_path=os.path.join(work, "export.log"))
+  timings["export"] = time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  print("[4/5] one request through the exported model (serving_text) ...",
+        flush=True)
+  served = _serve_one_request(export_base, data_dir, mr_args)
+  timings["serve"] = time.perf_counter() - t0
+  print(f"      video {served['video']}, {len(served['answers'])} queries,"
+        f" {served['latency_s'] * 1000:.0f} ms")
+  for a in served["answers"]:
+    print(f"      {a['query']!r}: top {a['top_segment']} (score"
+          f" {a['score']}) vs ground truth {a['ground_truth']}, IoU"
+          f" {a['iou']}")
+
+  total = time.perf_counter() - start
+  rows = []
+  for task in TASKS:
+    key, label, target = HEADLINE[task]
+    value = float(results[task][key])
+    rows.append({"task": task, "metric": label, "value": round(value, 4),
+                 "target": target, "reached": value >= target})
+  print("\n[5/5] results on the synthetic test split"
+        f" ({_INPUT_MODE.value}, official metrics):")
+  print(f"  {'metric':<22}{'value':>8}{'target':>9}  reached")
   for r in rows:
-    print("  ".join(f"{str(r.get(k, '-')):<26}" if k == "task"
-                    else str(r.get(k, "-")) for k in keys))
-  with open(os.path.join(_WORKDIR.value, "main_job.json"), "w") as f:
-    json.dump({"benchmark": summary["overall"], "pipelines": rows}, f,
-              indent=2)
-  print(f"\ndone in {time.perf_counter() - start:.0f} s; results in"
-        f" {os.path.join(_WORKDIR.value, 'main_job.json')}")
+    print(f"  {r['metric']:<22}{r['value']:>8.4f}{r['target']:>9.2f}  "
+          f"{'yes' if r['reached'] else 'NO'}")
+  peak = _peak_rss_gib()
+  print(f"  wall time {total:.0f} s; peak RSS {peak:.2f} GiB; "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+  out_path = os.path.join(work, "main_job.json")
+  with open(out_path, "w") as f:
+    json.dump({"input_mode": _INPUT_MODE.value, "steps": steps,
+               "headline": rows, "metrics": results, "served": served,
+               "benchmark": summary["overall"],
+               "seconds": {k: round(v, 1) for k, v in timings.items()},
+               "wall_time_s": round(total, 1),
+               "peak_rss_gib": round(peak, 2)}, f, indent=2)
+  print(f"results in {out_path}")
 
 
 def run():

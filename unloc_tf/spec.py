@@ -69,6 +69,7 @@ TEXT_IDS = "text_ids"  # [B, Ntext, Lt] int32 (Ntext = C, K or 1)
 TEXT_MASK = "text_mask"  # [B, Ntext, Lt] int32
 TEXT_EMBEDDINGS = "text_embeddings"  # [B, Ntext, D] float32
 TEXT_VALID = "text_valid"  # [B, Ntext] int32, 1 = a real caption / class
+TEXT_STRINGS = "text_strings"  # [B, Ntext] string, MR/HD captions ("" = pad)
 LABELS = "labels"  # TAL/HD [B,T_tot,C]; MR [B,K,T_tot]; AS [B,N0,C]; CLS [B,C]
 DISPLACEMENTS = "displacements"  # TAL/HD [B,T_tot,C,2]; MR [B,K,T_tot,2]
 NUM_FRAMES_TOTAL = "total_frames"  # [B] int32, n stored frames of the video

@@ -1,5 +1,7 @@
-"""A few hundred steps on the synthetic benchmark: the training loss goes
-down and moment-retrieval R1@0.5 goes up (margins, not times)."""
+"""A few hundred steps on a handful of synthetic videos: the training loss
+goes down and moment-retrieval R1@0.5 on those videos goes up (the model can
+fit what it is shown; margins, not times).  Held-out quality is the main
+job's business (tools/main_job.py), not a unit test's."""
 
 import keras
 import numpy as np
@@ -11,6 +13,7 @@ from unloc_tf.tasks import moment_retriever
 
 N0 = 32
 PYR = spec.PyramidSpec(N0)
+STEPS = 250
 
 
 def _iou(a, b):
@@ -21,41 +24,41 @@ def _iou(a, b):
 
 def r1_at_05(model, batches):
   """Top-1 token's decoded segment vs the caption's ground truth."""
-  starts = np.concatenate([[0] + [sum(PYR.level_lengths[:l + 1])
-                                  for l in range(PYR.num_levels)]])
   pos = np.concatenate([np.arange(n) * 2**l
                         for l, n in enumerate(PYR.level_lengths)])
   stride = np.concatenate([np.full(n, 2**l)
                            for l, n in enumerate(PYR.level_lengths)])
-  del starts
   hits = total = 0
   for b in batches:
     out = model(b, training=False)
-    logits = out["logits"].numpy()[:, 0]
-    dist = out["displacements"].numpy()[:, 0]
+    logits = out["logits"].numpy()  # [B, S, T]
+    dist = out["displacements"].numpy()  # [B, S, T, 2]
     for i in range(logits.shape[0]):
       if not b[pipeline.BATCH_MASK][i]:
         continue
       n = int(b[spec.NUM_FRAMES_TOTAL][i])
       spt = float(b[spec.BATCH_SECS_PER_TIMESTEP][i])
-      t = int(np.argmax(logits[i]))
       scale = (n - 1) / (N0 - 1) * spt
-      seg = ((pos[t] - dist[i, t, 0] * stride[t]) * scale,
-             (pos[t] + dist[i, t, 1] * stride[t]) * scale)
-      gt = (float(b[spec.GT_START][i, 0]), float(b[spec.GT_END][i, 0]))
-      hits += _iou(seg, gt) >= 0.5
-      total += 1
+      for c in range(logits.shape[1]):
+        gt = (float(b[spec.GT_START][i, c]), float(b[spec.GT_END][i, c]))
+        if gt[0] < 0:  # padded caption
+          continue
+        t = int(np.argmax(logits[i, c]))
+        seg = ((pos[t] - dist[i, c, t, 0] * stride[t]) * scale,
+               (pos[t] + dist[i, c, t, 1] * stride[t]) * scale)
+        hits += _iou(seg, gt) >= 0.5
+        total += 1
   return hits / total
 
 
 def test_training_improves_loss_and_recall(tmp_path):
-  config = synthetic.SyntheticConfig(num_train=32, num_val=2, num_test=2,
+  config = synthetic.SyntheticConfig(num_train=8, num_val=2, num_test=2,
                                      min_duration=10, max_duration=20, seed=3)
   synthetic.write_benchmark(str(tmp_path), config, tasks=(spec.MR,),
                             num_shards=1, zero_shot_records=False)
   cfg = pipeline.InputConfig(task=spec.MR, num_frames=N0, pyramid=PYR,
                              crop_size=64, min_resize=64,
-                             max_text_length=16, num_captions_eval=1)
+                             max_text_length=16, num_captions_eval=5)
   files = str(tmp_path / spec.MR / "train-*")
   train = pipeline.make_dataset(files, cfg, is_training=True,
                                 global_batch_size=8, seed=0,
@@ -85,11 +88,11 @@ def test_training_improves_loss_and_recall(tmp_path):
 
   r1_before = r1_at_05(model, evals)
   losses = [float(step(first))]
-  for _ in range(299):
+  for _ in range(STEPS - 1):
     losses.append(float(step(next(it))))
   r1_after = r1_at_05(model, evals)
   start, end = np.mean(losses[:20]), np.mean(losses[-20:])
   print(f"loss {start:.3f} -> {end:.3f}; R1@0.5 {r1_before:.3f} ->"
         f" {r1_after:.3f}")
   assert end < 0.7 * start
-  assert r1_after >= r1_before + 0.1
+  assert r1_after >= max(0.5, r1_before + 0.3)

@@ -1,10 +1,16 @@
 """The tools end to end on a tiny synthetic benchmark: make_synthetic →
-train (gin experiment 'smoke') → evaluate → export_saved_model."""
+train (gin experiment 'smoke') → evaluate → export_saved_model, and
+kill -9 of the training tool followed by the same command again."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -37,3 +43,41 @@ def test_train_evaluate_export(tmp_path):
   assert os.path.exists(os.path.join(serve, "1", "saved_model.pb"))
   assert os.path.exists(os.path.join(serve, "1", "assets.extra",
                                      "operative_config.gin"))
+
+
+def test_train_tool_survives_sigkill(tmp_path):
+  """kill -9 of tools/train.py after its first checkpoint; the same command
+  again resumes from that checkpoint and finishes with every step done once
+  after it and the newest checkpoints on disk."""
+  data, work = str(tmp_path / "data"), str(tmp_path / "work")
+  _run("tools/make_synthetic.py", f"--output_dir={data}", "--num_train=4",
+       "--num_val=1", "--num_test=1", "--tasks=temporal_localization")
+  command = [sys.executable, "tools/train.py", "--gin_file=experiments/smoke",
+             f"--gin_bindings=DATA_DIR='{data}'", "--gin_bindings=TRAIN_STEPS=8",
+             "--gin_bindings=trainer.train.log_every=1", f"--workdir={work}"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  victim = subprocess.Popen(command, cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  state = os.path.join(work, "checkpoints", "checkpoint")
+  deadline = time.time() + 600
+  while time.time() < deadline and victim.poll() is None:
+    if os.path.exists(state):
+      break
+    time.sleep(0.01)
+  victim.send_signal(signal.SIGKILL)
+  killed_output, _ = victim.communicate(timeout=60)
+  assert victim.returncode == -signal.SIGKILL, killed_output[-3000:]
+  last = tf.train.latest_checkpoint(os.path.join(work, "checkpoints"))
+  assert last is not None, killed_output[-3000:]
+  resume_from = int(last.rsplit("-", 1)[1])
+
+  again = subprocess.run(command, cwd=ROOT, env=env, text=True,
+                         capture_output=True, timeout=900)
+  assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-5000:]
+  log = again.stdout + again.stderr
+  assert f"restored {work}/checkpoints/ckpt-{resume_from}" in log
+  steps = [int(s) for s in re.findall(r"step (\d+) loss", log)]
+  assert steps == list(range(resume_from + 1, 9)), steps
+  kept = sorted(int(p.split("-")[1].split(".")[0]) for p in os.listdir(
+      os.path.join(work, "checkpoints")) if p.endswith(".index"))
+  assert kept[-1] == 8 and resume_from <= 8

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tests import fixtures
 from unloc_tf import spec
 from unloc_tf.data import pipeline, records
+from unloc_tf.metrics import formats
 from unloc_tf.tasks import action_localizer
 from unloc_tf.train import evaluation
 
@@ -65,6 +66,12 @@ def test_perfect_predictions_score_one(tmp_path, task):
   elif task == spec.MR:
     for k in ("R@1,IoU=0.5", "R@1,IoU=0.7", "R@5,IoU=0.7"):
       assert m[k] == pytest.approx(1.0), m
+    # The predictions name their query and write in the candidates format.
+    assert sorted({r["query"] for r in ev.last_predictions}) == [
+        "a cat", "a dog"]
+    path = str(tmp_path / "pred.jsonl")
+    formats.write_retrieval_candidates(path, ev.last_predictions)
+    assert len(formats.read_retrieval_candidates(path)) == 6
   else:
     assert m["accuracy"] == pytest.approx(1.0)
     assert m["edit"] == pytest.approx(100.0)

@@ -402,7 +402,7 @@ class _Processor:
 
   def _caption_text(self, captions, valid, seg) -> Dict[str, tf.Tensor]:
     c = self.config
-    out = {spec.TEXT_VALID: valid}
+    out = {spec.TEXT_VALID: valid, spec.TEXT_STRINGS: captions}
     if c.text_mode == "tokens":
       ids, mask = self.tokenizer(captions)
       out[spec.TEXT_IDS] = ids
@@ -734,6 +734,8 @@ def describe_batch(config: InputConfig, is_training: bool,
     out[spec.TEXT_EMBEDDINGS] = ((b, *ntext, dim), "float32")
   if c.text_mode != "none" or c.task in (spec.MR, spec.HD):
     out[spec.TEXT_VALID] = ((b, *ntext), "int32")
+  if c.task in (spec.MR, spec.HD):
+    out[spec.TEXT_STRINGS] = ((b, *ntext), "string")
   if c.task in (spec.TAL, spec.HD):
     out[spec.LABELS] = ((b, t_tot, cl), "int32")
     out[spec.DISPLACEMENTS] = ((b, t_tot, cl, 2), "float32")

@@ -885,6 +885,43 @@ def render_frames(video: SyntheticVideo,
   return frames
 
 
+STATE_FEATURES: Tuple[str, ...] = ("opacity", "cos_x", "sin_x", "y", "size",
+                                   "cos_angle", "sin_angle")
+STATE_EMBEDDING_DIM = len(COLOURS) * len(SHAPES) * len(STATE_FEATURES)
+
+
+def scene_state_embeddings(video: SyntheticVideo,
+                           config: SyntheticConfig = SyntheticConfig()
+                           ) -> np.ndarray:
+  """What a perfect frozen image tower would say about each frame.
+
+  One slot per (colour, shape) identity, in `COLOURS` x `SHAPES` order,
+  holding the object's `STATE_FEATURES` (opacity, horizontal position on
+  the circle (objects moving off one side reappear on the other), vertical
+  position and size relative to the frame, orientation), each multiplied
+  by the opacity; an absent identity is all zeros.  The cached-embedding
+  models of the main job train on these (the stand-in for CLIP features,
+  which this project may not download).
+
+  Returns:
+    float32 [n, STATE_EMBEDDING_DIM].
+  """
+  s = float(config.frame_size)
+  n = video.num_frames
+  t = np.arange(n, dtype=np.float64) / video.fps
+  out = np.zeros([n, len(COLOURS), len(SHAPES), len(STATE_FEATURES)],
+                 np.float32)
+  for obj in video.objects:
+    x, y, size, angle, opacity = _object_states(obj, video.events, t,
+                                                config.frame_size, config)
+    turn, rad = 2 * math.pi * x / s, np.deg2rad(angle)
+    feats = np.stack([np.ones_like(t), np.cos(turn), np.sin(turn), y / s,
+                      size / s * 2.0, np.cos(rad), np.sin(rad)], -1)
+    out[:, COLOURS.index(obj.colour), SHAPES.index(obj.shape)] = (
+        feats * np.broadcast_to(opacity, t.shape)[:, None])
+  return out.reshape(n, -1)
+
+
 def generate_video(video_id: str, seed: int,
                    config: SyntheticConfig = SyntheticConfig(),
                    split: Optional[str] = None,
@@ -976,7 +1013,8 @@ def cls_clip(video: SyntheticVideo, k: int,
 def to_records(video: SyntheticVideo, task: str, jpeg_quality: int = 90,
                zero_shot: bool = False,
                hd_max_queries: Optional[int] = 1,
-               cls_clip_seconds: Tuple[float, float] = (2.0, 10.0)
+               cls_clip_seconds: Tuple[float, float] = (2.0, 10.0),
+               embeddings: Optional[np.ndarray] = None
                ) -> List[records.VideoRecord]:
   """The records of one video for one task (frames JPEG-encoded once).
 
@@ -989,6 +1027,8 @@ def to_records(video: SyntheticVideo, task: str, jpeg_quality: int = 90,
     hd_max_queries: HD: at most this many queries (the first of
       `video.hd_order`); None = one record per event.
     cls_clip_seconds: CLS clip length range (see `cls_clip`).
+    embeddings: per-frame embeddings [n, D] stored beside the frames
+      (e.g. `scene_state_embeddings`), or None.
 
   Returns:
     TAL / MR / AS: one record; HD: one per query; CLS: one per event.
@@ -996,7 +1036,7 @@ def to_records(video: SyntheticVideo, task: str, jpeg_quality: int = 90,
   jpeg = encode_frames(video, jpeg_quality)
   spt = video.secs_per_timestep
   common = dict(media_id=video.video_id, secs_per_timestep=spt, frames=jpeg,
-                duration=video.duration)
+                duration=video.duration, embeddings=embeddings)
   if task == spec.TAL:
     segs = [
         _segment(video, ev, ev.zero_shot_label if zero_shot else ev.label,
@@ -1028,6 +1068,8 @@ def to_records(video: SyntheticVideo, task: str, jpeg_quality: int = 90,
       out.append(records.VideoRecord(
           media_id=f"{video.video_id}_clip{k}", secs_per_timestep=spt,
           frames=jpeg[first:last + 1], duration=(last - first + 1) * spt,
+          embeddings=(None if embeddings is None
+                      else embeddings[first:last + 1]),
           clip_labels=labels,
           clip_label_strings=[ACTIONS[i] for i in labels]))
     return out
@@ -1309,6 +1351,7 @@ def write_benchmark(
     zero_shot_records: bool = True,
     jpeg_quality: int = 90,
     progress: Optional[Callable[[str, int, int], None]] = None,
+    state_embeddings: bool = False,
 ) -> dict:
   """Generates every split and writes records, class lists and a summary.
 
@@ -1331,6 +1374,8 @@ def write_benchmark(
       records.
     jpeg_quality: JPEG quality of the stored frames.
     progress: called as progress(split, done, total) after every video.
+    state_embeddings: also store `scene_state_embeddings` in every record
+      (`image/embedding`, for the cached-embedding input mode).
 
   Returns:
     The summary (also written to summary.json): per-split statistics, record
@@ -1376,11 +1421,14 @@ def write_benchmark(
     variants = [(task, task, False) for task in tasks]
     if spec.TAL in tasks and zero_shot_records:
       variants.append((ZERO_SHOT_TAL_DIR, spec.TAL, True))
+    embeddings = {v.video_id: scene_state_embeddings(v, config)
+                  for v in videos} if state_embeddings else {}
     for name, task, zs in variants:
       recs = [r for v in videos for r in to_records(
           v, task, jpeg_quality, zero_shot=zs,
           hd_max_queries=config.hd_max_queries,
-          cls_clip_seconds=config.cls_clip_seconds)]
+          cls_clip_seconds=config.cls_clip_seconds,
+          embeddings=embeddings.get(v.video_id))]
       paths = records.write_shards(
           recs, os.path.join(output_dir, name, split),
           max(1, min(num_shards, len(recs))), task)

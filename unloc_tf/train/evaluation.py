@@ -201,7 +201,9 @@ class Evaluator:
           ranked.append(cands)
           gt = (float(b[spec.GT_START][i, k]), float(b[spec.GT_END][i, k]))
           gts.append(gt)
-          rows.append({"video_id": vid, "caption_index": k, "gt": list(gt),
+          query = b[spec.TEXT_STRINGS][i, k].decode("utf-8")
+          rows.append({"video_id": vid, "query": query, "caption_index": k,
+                       "gt": list(gt),
                        "candidates": [list(c) + [float(d["scores"][i, k, j])]
                                       for j, c in enumerate(cands)]})
     self.last_predictions = rows

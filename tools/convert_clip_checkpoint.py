@@ -1,0 +1,140 @@
+r"""Converts a pretrained CLIP checkpoint into unloc_tf initial weights.
+
+  python tools/convert_clip_checkpoint.py \
+      --source=/ckpts/clip-vit-base-patch16 --output_dir=/ckpts/clip_b16_unloc
+  python tools/convert_clip_checkpoint.py --source=/ckpts/ViT-B-16.pt \
+      --model_size=base_16 --output_dir=/ckpts/clip_b16_unloc
+
+`--source` is a Hugging Face `CLIPModel` directory (`model.safetensors` or
+`pytorch_model.bin` + `config.json` [+ `vocab.json`, `merges.txt`]) or an
+OpenAI / OpenCLIP `.pt` (a torch.save state dict, zip or legacy, or one of
+OpenAI's TorchScript files).  Nothing is downloaded, and torch is not needed:
+safetensors is parsed with numpy, and `.pt` pickles go through a restricted
+unpickler that refuses every global except torch's tensor-rebuild functions
+(a `.pt` calling `os.system` or `eval` is refused, naming the global, before
+anything runs).
+
+Sizes are read from the tensor shapes; attention heads from config.json, or
+`--model_size` (a `models.variants` size: base_16 for ViT-B/16, large_14 for
+ViT-L/14), or `--vision_heads`/`--text_heads`, else OpenAI's width / 64.
+The conversion is all or nothing: a checkpoint with names that map to
+nothing or without an expected tensor is refused with both lists
+(`--ignore_regex` drops names on purpose).
+
+The image tower gets a per-frame CLS table (CLIP's class embedding tiled to
+`--num_frames` rows), positions interpolated to `--image_size`; the text
+tower positions truncated to `--text_max_length`; CLIP's visual and text
+projections become `video_projection` / `text_projection` (omit with
+`--noprojections`, e.g. when the fusion width differs from CLIP's projection
+width); the logit scale goes to conversion.json (no unloc_tf variable).
+
+Output, in `--output_dir`:
+  checkpoints/ckpt-0*  train from it with
+      --gin_bindings="trainer.train.init_checkpoint='<output_dir>/checkpoints'"
+      (restore_partial: copies the towers and projections by variable path,
+      fits the CLS table / positions / text length to the trained model, and
+      leaves fusion and heads at their initialisation);
+  clip_weights.npz  {variable path: array}, for
+      `unloc_tf.train.checkpoints.load_weights_npz`;
+  conversion.json  what was read and written;
+  vocab.json, merges.txt, ...  copied from a Hugging Face directory (an
+      OpenAI .pt has none: OpenAI's models use the CLIP vocabulary that
+      unloc_tf ships and TextTokenizer uses by default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+if __package__ in (None, ""):
+  # Run as a script (python tools/convert_clip_checkpoint.py): import the
+  # repo's unloc_tf and tools without installing them.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__))))
+  from tools import clip_weights, torch_pickle  # noqa: E402
+else:
+  from . import clip_weights, torch_pickle  # noqa: E402
+
+_SOURCE = flags.DEFINE_string(
+    "source", None, "Hugging Face CLIP directory (or its .safetensors/.bin),"
+    " or an OpenAI/OpenCLIP .pt file.", required=True)
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Where the converted weights go.", required=True)
+_MODEL_SIZE = flags.DEFINE_string(
+    "model_size", None, "unloc_tf model size the checkpoint must match"
+    " (tiny, base_16, large_14); gives the heads of a .pt.")
+_NUM_FRAMES = flags.DEFINE_integer(
+    "num_frames", 128, "Rows of the per-frame CLS table (restore_partial"
+    " resizes it to the trained model's anyway).")
+_FRAME_TOKEN = flags.DEFINE_enum(
+    "frame_token", "token", ["token", "gap"], "Frame token of the image"
+    " tower ('gap' drops the CLS embedding and position row).")
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", None, "Frame size (default: the checkpoint's); the"
+    " position embedding is interpolated.")
+_TEXT_MAX_LENGTH = flags.DEFINE_integer(
+    "text_max_length", None, "Text positions (default: the checkpoint's);"
+    " longer tables are truncated.")
+_VISION_HEADS = flags.DEFINE_integer(
+    "vision_heads", None, "Image tower attention heads (default: config.json,"
+    " --model_size, or width / 64).")
+_TEXT_HEADS = flags.DEFINE_integer(
+    "text_heads", None, "Text tower attention heads (default: config.json,"
+    " --model_size, or width / 64).")
+_PROJECTIONS = flags.DEFINE_bool(
+    "projections", True, "Write CLIP's projections as video_projection /"
+    " text_projection.")
+_IGNORE = flags.DEFINE_string(
+    "ignore_regex", None, "Checkpoint names matching this regex are dropped"
+    " before matching (else any unknown name refuses the conversion).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace an existing conversion in --output_dir.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    summary = clip_weights.convert(
+        _SOURCE.value, _OUTPUT_DIR.value, model_size=_MODEL_SIZE.value,
+        num_frames=_NUM_FRAMES.value, frame_token=_FRAME_TOKEN.value,
+        image_size=_IMAGE_SIZE.value, text_max_length=_TEXT_MAX_LENGTH.value,
+        vision_heads=_VISION_HEADS.value, text_heads=_TEXT_HEADS.value,
+        projections=_PROJECTIONS.value, ignore_regex=_IGNORE.value,
+        overwrite=_OVERWRITE.value)
+  except (torch_pickle.UnsafePickleError, torch_pickle.TorchFileError,
+          clip_weights.CheckpointMismatchError, FileExistsError,
+          FileNotFoundError, ValueError) as e:
+    print(f"convert_clip_checkpoint: {e}", file=sys.stderr)
+    return 1
+  arch = summary["architecture"]
+  print(f"read {summary['weights_file']} ({summary['file_format']},"
+        f" {summary['layout']} names): vision {arch['vision_layers']}x"
+        f"{arch['vision_width']} patch {arch['patch_size']}, text "
+        f"{arch['text_layers']}x{arch['text_width']}, projection "
+        f"{arch['projection_dim']}"
+        + (f" (= model size {summary['matching_model_size']})"
+           if summary["matching_model_size"] else ""))
+  for note in summary["notes"]:
+    print(f"note: {note}")
+  print(f"tokenizer: {summary['tokenizer']['note']}")
+  if "warning" in summary["tokenizer"]:
+    print(f"warning: {summary['tokenizer']['warning']}")
+  print(f"wrote {summary['num_variables']} variables to "
+        f"{summary['checkpoint']} and {summary['npz']}")
+  print("train from it with --gin_bindings=\"trainer.train.init_checkpoint="
+        f"'{os.path.dirname(summary['checkpoint'])}'\"")
+  print(json.dumps(summary["target"]))
+  return 0
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
