@@ -111,11 +111,10 @@ def _serve_one_request(export_base: str, data_dir: str, gin_args: list
   its captions as strings (the `serving_text` signature)."""
   import tensorflow as tf  # noqa: PLC0415
   import tensorflow_text  # noqa: F401, PLC0415 (registers TF-Text ops)
-
-  from unloc_tf.data import pipeline  # noqa: PLC0415
+  from absl import logging  # noqa: PLC0415
 
   import gin  # noqa: PLC0415
-  from absl import logging  # noqa: PLC0415
+  from unloc_tf.data import pipeline  # noqa: PLC0415
 
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.FATAL)  # gin's search-path probing is noisy
