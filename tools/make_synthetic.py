@@ -43,6 +43,10 @@ _NUM_SHARDS = flags.DEFINE_integer("num_shards", 2, "Shards per task/split.")
 _WRITE_VIDEOS = flags.DEFINE_bool(
     "write_videos", False,
     "Also write mp4 videos and official-format annotation files.")
+_STATE_EMBEDDINGS = flags.DEFINE_bool(
+    "state_embeddings", False,
+    "Also store each frame's scene-state embedding (image/embedding), for"
+    " the cached-embedding input mode.")
 _HD_MAX_QUERIES = flags.DEFINE_integer(
     "hd_max_queries", 1, "HD queries per video (0 = one per event).")
 
@@ -88,7 +92,7 @@ def main(argv):
   summary = synthetic.write_benchmark(
       _OUTPUT_DIR.value, config, tasks=tuple(_TASKS.value),
       num_shards=_NUM_SHARDS.value, write_videos=_WRITE_VIDEOS.value,
-      progress=_Progress())
+      progress=_Progress(), state_embeddings=_STATE_EMBEDDINGS.value)
   print(synthetic.format_summary(summary))
   print(f"written to {_OUTPUT_DIR.value}")
 
