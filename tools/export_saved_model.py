@@ -54,12 +54,18 @@ def export_from_workdir(workdir: str, export_dir: str,
   batch = next(iter(dataset))
   model({k: v for k, v in batch.items() if v.dtype.name != "string"})
   step = evaluation.restore_model(model, workdir, checkpoint)
+  # The prompts evaluation uses: all of them (averaged) or the chosen one.
+  prompts = config.prompts
+  if prompts and config.prompt_index >= 0:
+    prompts = (prompts[config.prompt_index],)
   path = saved_model.export(
       model=model, export_dir=export_dir, task=config.task,
       num_frames=config.num_frames, input_mode=config.input_mode,
       image_size=config.crop_size, embedding_dim=config.embedding_dim,
       text_max_length=config.max_text_length,
       class_names=config.class_names, keep_eos=config.keep_eos,
+      prompts=prompts if config.task in ("temporal_localization",
+                                         "action_segmentation") else None,
       operative_config=gin.operative_config_str() or gin.config_str(),
       text_signature=text_signature and config.task != "classification")
   print(f"exported step {step} to {path}")

@@ -447,7 +447,8 @@ def run_saved_model(dataset, config: pipeline.InputConfig, path: str,
     if signature == "serving_text":
       if task in (spec.TAL, spec.AS):
         names = list(config.class_names)
-        if config.prompts and config.prompt_index >= 0:
+        if (config.prompts and config.prompt_index >= 0
+            and not info.get("prompts")):  # else the graph applies them
           names = [config.prompts[config.prompt_index].format(n)
                    for n in names]
         x["class_names"] = tf.constant(names)

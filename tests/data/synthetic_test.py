@@ -227,27 +227,34 @@ def test_appear_disappear_and_blink():
 
 
 def test_scene_state_embeddings_by_hand():
-  """Appearing red square at (32, 16): its slot ramps in, others are 0."""
+  """Appearing red square at (32, 16) and a static blue square at (0, 32):
+  the groups sum their objects' states; other groups are 0."""
   ev = syn.Event("red", "square", syn.APPEAR, 2.0, 6.0, caption="c")
-  obj = syn.SceneObject("red", "square", 32.0, 16.0, 16.0, 90.0, event=0)
+  red = syn.SceneObject("red", "square", 32.0, 16.0, 16.0, 90.0, event=0)
+  blue = syn.SceneObject("blue", "square", 0.0, 32.0, 16.0, 0.0)
   n = 50
   video = syn.SyntheticVideo("scene", None, FPS, 10.0, [ev],
                              syn.frame_labels_from_events([ev], n, FPS),
-                             objects=[obj])
+                             objects=[red, blue])
   emb = syn.scene_state_embeddings(video)
   assert emb.shape == (n, syn.STATE_EMBEDDING_DIM) and emb.dtype == np.float32
-  slots = emb.reshape(n, len(syn.COLOURS), len(syn.SHAPES), -1)
-  red_square = slots[:, syn.COLOURS.index("red"), syn.SHAPES.index("square")]
-  others = slots.copy()
-  others[:, syn.COLOURS.index("red"), syn.SHAPES.index("square")] = 0
-  assert not others.any()
-  opacity = red_square[:, 0]
+  g = {name: emb.reshape(n, len(syn.STATE_GROUPS), -1)[:, i]
+       for i, name in enumerate(syn.STATE_GROUPS)}
+  for name in ("green", "yellow", "white", "purple", "circle", "triangle",
+               "cross"):
+    assert not g[name].any(), name
+  opacity = g["red"][:, 0]
   assert opacity[:10].max() == 0 and np.all(opacity[30:] == 1.0)
   assert opacity[20] == pytest.approx(0.5)  # t = 4 s, half-way
   # Fully visible: x = 32 of 64 is half a turn, y = 16 / 64, size 16 * 2 /
-  # 64, the marker at 90 degrees.
-  np.testing.assert_allclose(red_square[40], [1, -1, 0, 0.25, 0.5, 0, 1],
+  # 64, the marker at 90 degrees; the blue square at x = 0, y = 0.5.
+  red_state = [1, -1, 0, 0.25, 0.5, 0, 1]
+  blue_state = [1, 1, 0, 0.5, 0.5, 1, 0]
+  np.testing.assert_allclose(g["red"][40], red_state, atol=1e-6)
+  np.testing.assert_allclose(g["blue"][40], blue_state, atol=1e-6)
+  np.testing.assert_allclose(g["square"][40], np.add(red_state, blue_state),
                              atol=1e-6)
+  np.testing.assert_allclose(g["all"], g["square"], atol=1e-6)
 
 
 def test_spin_rotates_the_marker():

@@ -887,21 +887,25 @@ def render_frames(video: SyntheticVideo,
 
 STATE_FEATURES: Tuple[str, ...] = ("opacity", "cos_x", "sin_x", "y", "size",
                                    "cos_angle", "sin_angle")
-STATE_EMBEDDING_DIM = len(COLOURS) * len(SHAPES) * len(STATE_FEATURES)
+# Groups of objects the state is summed over: every colour, every shape, all.
+STATE_GROUPS: Tuple[str, ...] = COLOURS + SHAPES + ("all",)
+STATE_EMBEDDING_DIM = len(STATE_GROUPS) * len(STATE_FEATURES)
 
 
 def scene_state_embeddings(video: SyntheticVideo,
                            config: SyntheticConfig = SyntheticConfig()
                            ) -> np.ndarray:
-  """What a perfect frozen image tower would say about each frame.
+  """What a perfect frozen image tower could say about each frame.
 
-  One slot per (colour, shape) identity, in `COLOURS` x `SHAPES` order,
-  holding the object's `STATE_FEATURES` (opacity, horizontal position on
-  the circle (objects moving off one side reappear on the other), vertical
-  position and size relative to the frame, orientation), each multiplied
-  by the opacity; an absent identity is all zeros.  The cached-embedding
-  models of the main job train on these (the stand-in for CLIP features,
-  which this project may not download).
+  Each object's `STATE_FEATURES` — opacity, horizontal position on the
+  circle (objects moving off one side reappear on the other), vertical
+  position and size relative to the frame, orientation, each multiplied by
+  the opacity — summed over the objects of every colour, of every shape and
+  of the whole frame (`STATE_GROUPS`).  Sums make actions look the same
+  whatever object performs them (as CLIP features of a moving object do),
+  while the colour and shape groups keep what a caption refers to.  The
+  main job's cached-embedding mode trains on these (the stand-in for CLIP
+  features, which this project may not download).
 
   Returns:
     float32 [n, STATE_EMBEDDING_DIM].
@@ -909,16 +913,16 @@ def scene_state_embeddings(video: SyntheticVideo,
   s = float(config.frame_size)
   n = video.num_frames
   t = np.arange(n, dtype=np.float64) / video.fps
-  out = np.zeros([n, len(COLOURS), len(SHAPES), len(STATE_FEATURES)],
-                 np.float32)
+  out = np.zeros([n, len(STATE_GROUPS), len(STATE_FEATURES)], np.float32)
   for obj in video.objects:
     x, y, size, angle, opacity = _object_states(obj, video.events, t,
                                                 config.frame_size, config)
     turn, rad = 2 * math.pi * x / s, np.deg2rad(angle)
     feats = np.stack([np.ones_like(t), np.cos(turn), np.sin(turn), y / s,
                       size / s * 2.0, np.cos(rad), np.sin(rad)], -1)
-    out[:, COLOURS.index(obj.colour), SHAPES.index(obj.shape)] = (
-        feats * np.broadcast_to(opacity, t.shape)[:, None])
+    feats = feats * np.broadcast_to(opacity, t.shape)[:, None]
+    for group in (obj.colour, obj.shape, "all"):
+      out[:, STATE_GROUPS.index(group)] += feats
   return out.reshape(n, -1)
 
 
