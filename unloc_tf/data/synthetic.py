@@ -901,9 +901,9 @@ def scene_state_embeddings(video: SyntheticVideo,
   circle (objects moving off one side reappear on the other), vertical
   position and size relative to the frame, orientation, each multiplied by
   the opacity — summed over the objects of every colour, of every shape and
-  of the whole frame (`STATE_GROUPS`).  Sums make actions look the same
-  whatever object performs them (as CLIP features of a moving object do),
-  while the colour and shape groups keep what a caption refers to.  The
+  of the whole frame (`STATE_GROUPS`).  Sums make an action look the same
+  whatever object performs it, while the colour and shape groups keep what
+  a caption refers to.  The
   main job's cached-embedding mode trains on these (the stand-in for CLIP
   features, which this project may not download).
 
