@@ -340,26 +340,6 @@ def _collect_window(windows, totals, batch, logits):
                    float(b[spec.BATCH_SECS_PER_TIMESTEP][i]))
 
 
-def _forward(forward, batch):
-  """`forward` (the model) on a batch with the evaluator's prompt
-  averaging (`Evaluator._run`)."""
-  batch = _numeric(batch)
-  ids = batch.get(spec.TEXT_IDS)
-  emb = batch.get(spec.TEXT_EMBEDDINGS)
-  prompted = ids if ids is not None else emb
-  if prompted is None or len(prompted.shape) != 4:
-    return forward(batch)
-  outs = []
-  for p in range(prompted.shape[1]):
-    b = dict(batch)
-    for k in (spec.TEXT_IDS, spec.TEXT_MASK, spec.TEXT_EMBEDDINGS,
-              spec.TEXT_VALID):
-      if k in b and len(b[k].shape) >= 3:
-        b[k] = b[k][:, p]
-    outs.append(forward(b))
-  return postprocess.ensemble_prompts(outs)
-
-
 def run_checkpoint(dataset, config: pipeline.InputConfig, workdir: str,
                    checkpoint: str = "latest") -> Tuple[dict, str, dict]:
   """The gin config's model restored from `workdir`, through the evaluator.
@@ -391,7 +371,7 @@ def run_checkpoint(dataset, config: pipeline.InputConfig, workdir: str,
     forward = tf.function(lambda b: model(b, training=False),
                           jit_compile=evaluator.jit_compile)
     for batch in dataset:
-      out = _forward(forward, batch)
+      out = evaluation.forward_with_prompts(forward, batch)
       _collect_window(windows, totals, batch, out["logits"].numpy())
     return _as_windows(windows, totals), source, settings
   evaluator(model, dataset)

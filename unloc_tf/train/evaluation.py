@@ -41,6 +41,31 @@ def _video_key(batch, i) -> str:
   return f"{vid}#{eid}" if eid >= 0 else vid
 
 
+def forward_with_prompts(forward, batch):
+  """`forward(numeric batch)` with prompt ensembling.
+
+  A batch whose text holds P prompts per class (pipeline `prompt_index=-1`:
+  text ids / embeddings [B, P, C, ...]) is run once per prompt and the RAW
+  outputs are averaged before any post-processing (reference §5.1);
+  other batches are run once.  String features are dropped first.
+  """
+  batch = _numeric(batch)
+  ids = batch.get(spec.TEXT_IDS)
+  emb = batch.get(spec.TEXT_EMBEDDINGS)
+  prompted = ids if ids is not None else emb
+  if prompted is None or len(prompted.shape) != 4:
+    return forward(batch)
+  outs = []
+  for p in range(prompted.shape[1]):
+    b = dict(batch)
+    for k in (spec.TEXT_IDS, spec.TEXT_MASK, spec.TEXT_EMBEDDINGS,
+              spec.TEXT_VALID):
+      if k in b and len(b[k].shape) >= 3:
+        b[k] = b[k][:, p]
+    outs.append(forward(b))
+  return postprocess.ensemble_prompts(outs)
+
+
 class Evaluator:
   """Official metrics for one task.
 
@@ -94,24 +119,7 @@ class Evaluator:
     if key not in self._forward:
       self._forward[key] = tf.function(
           lambda b: model(b, training=False), jit_compile=self.jit_compile)
-    forward = self._forward[key]
-    batch = _numeric(batch)
-    ids = batch.get(spec.TEXT_IDS)
-    emb = batch.get(spec.TEXT_EMBEDDINGS)
-    prompted = ids if ids is not None else emb
-    if prompted is None or len(prompted.shape) != 4:
-      return forward(batch)
-    # Prompt ensembling (pipeline prompt_index=-1: [B, P, C, ...]): run every
-    # prompt, average the RAW outputs, then post-process (reference §5.1).
-    outs = []
-    for p in range(prompted.shape[1]):
-      b = dict(batch)
-      for k in (spec.TEXT_IDS, spec.TEXT_MASK, spec.TEXT_EMBEDDINGS,
-                spec.TEXT_VALID):
-        if k in b and len(b[k].shape) >= 3:
-          b[k] = b[k][:, p]
-      outs.append(forward(b))
-    return postprocess.ensemble_prompts(outs)
+    return forward_with_prompts(self._forward[key], batch)
 
   def _class_name(self, c: int) -> str:
     if self.class_names and 0 <= c < len(self.class_names):
