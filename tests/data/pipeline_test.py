@@ -94,6 +94,41 @@ def test_shapes_every_task_and_mode(tmp_path, task, mode, is_training):
     assert np.abs(b[spec.FRAME_EMBEDDINGS]).sum() > 0
 
 
+@pytest.mark.parametrize("task", [spec.MR, spec.HD])
+def test_cached_caption_and_query_embeddings(tmp_path, task):
+  """text_mode='embeddings': the batch carries the stored caption (MR) or
+  query (HD) embeddings, with the strings beside them."""
+  cached = np.arange(2 * 3, dtype=np.float32).reshape(2, 3) + 1.0
+  if task == spec.MR:
+    rec = fixtures.video_record(
+        "m", n=16, segments=[Seg(0, 5, label_string="a cat sits"),
+                             Seg(6, 15, label_string="the cat runs")],
+        segment_embeddings=cached)
+  else:
+    rec = fixtures.video_record(
+        "h", n=16, segments=[Seg(1, 4, 0, "q one"), Seg(9, 12, 0, "q one")],
+        saliency=records.Saliency([0, 1, 4], np.ones((3, 3)), 2.0),
+        segment_embeddings=cached)
+  fixtures.write(tmp_path, "d", [rec])
+  config = _config(task, text_mode="embeddings", text_embedding_dim=3,
+                   num_captions_eval=3, max_saliency_clips=10,
+                   num_classes=1 if task == spec.HD else 3,
+                   class_names=None)
+  ds = pipeline.make_dataset(str(tmp_path / "d-*"), config,
+                             is_training=False, global_batch_size=1)
+  _check_spec(ds, config, False, 1)
+  b = _first(ds)
+  if task == spec.MR:
+    np.testing.assert_array_equal(b[spec.TEXT_EMBEDDINGS][0, :2], cached)
+    assert not b[spec.TEXT_EMBEDDINGS][0, 2].any()  # padding caption
+    assert list(b[spec.TEXT_STRINGS][0]) == [b"a cat sits", b"the cat runs",
+                                            b""]
+  else:  # the query's embedding (first segment; HD records repeat it)
+    np.testing.assert_array_equal(b[spec.TEXT_EMBEDDINGS][0], cached[:1])
+    assert list(b[spec.TEXT_STRINGS][0]) == [b"q one"]
+  assert spec.TEXT_IDS not in b
+
+
 def test_tal_eval_batch_contents(tmp_path):
   fixtures.write(tmp_path, "d", _tal_records(embeddings_dim=3))
   config = _config(spec.TAL, input_mode="embeddings", embedding_dim=3)

@@ -147,9 +147,9 @@ class InputConfig:
         and not self.class_name_embeddings):
       raise ValueError(f"task {self.task} with text_mode='embeddings' needs"
                        " class_name_embeddings (.npy [C, P, D])")
-    if self.task == spec.MR and self.text_mode == "embeddings" and not (
-        self.text_embedding_dim):
-      raise ValueError("MR with cached caption embeddings needs"
+    if self.task in (spec.MR, spec.HD) and self.text_mode == "embeddings" and (
+        not self.text_embedding_dim):
+      raise ValueError(f"{self.task} with cached caption embeddings needs"
                        " text_embedding_dim")
     if self.class_names is not None:
       expected = (len(self.class_subset) if self.class_subset is not None
@@ -444,9 +444,12 @@ class _Processor:
           pyr, normalize_by_stride=c.normalize_displacements_by_stride)
       if c.task == spec.HD:
         query = _pad_or_trim(p[spec.SEGMENT_LABEL_STRING], 1, "")
-        out.update(self._caption_text(query, tf.ones([1], tf.int32), None)
-                   if c.text_mode == "tokens" else
-                   {spec.TEXT_VALID: tf.ones([1], tf.int32)})
+        cached = None
+        if c.text_mode == "embeddings":  # the query's cached embedding
+          cached = {"embedding": _pad_or_trim(tf.reshape(
+              p[spec.SEGMENT_LABEL_EMBEDDING], [-1, c.text_embedding_dim]),
+                                               1, 0.0)}
+        out.update(self._caption_text(query, tf.ones([1], tf.int32), cached))
         out.update(self._saliency(p))
       else:
         out.update(self._class_text(s_txt))
