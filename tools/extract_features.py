@@ -158,18 +158,6 @@ class Towers:
     return self.cache["text"]
 
 
-def parse_class_names(value: Optional[str]) -> Optional[Tuple[str, ...]]:
-  """`--class_names`: a classes.txt file (one per line) or a comma list."""
-  if not value:
-    return None
-  if os.path.isfile(value):
-    return pipeline.read_class_names(value)
-  names = tuple(n.strip() for n in value.split(",") if n.strip())
-  if not names:
-    raise ValueError(f"--class_names={value!r} names no class")
-  return names
-
-
 def gin_files_for(gin_files: Sequence[str], workdir: Optional[str]
                   ) -> List[str]:
   """The gin files to parse: the given ones, else the workdir's operative
@@ -787,7 +775,7 @@ def main(argv):
   summary = extract(
       f.input, f.output_dir, towers, batch_size=f.batch_size,
       keep_frames=f.keep_frames, text_embeddings=f.text_embeddings,
-      class_names=parse_class_names(f.class_names), cls_slots=f.cls_slots,
+      class_names=launch.parse_class_names(f.class_names), cls_slots=f.cls_slots,
       overwrite=f.overwrite, progress=f.progress)
   print(f"wrote {len(summary['written'])} shard(s), skipped"
         f" {len(summary['skipped'])} existing, to {f.output_dir}")

@@ -126,18 +126,6 @@ def output_names(paths: Sequence[str]) -> List[str]:
   return names
 
 
-def parse_class_names(value: Optional[str]) -> Optional[Tuple[str, ...]]:
-  """`--class_names`: a classes.txt file (one per line) or a comma list."""
-  if not value:
-    return None
-  if os.path.isfile(value):
-    return pipeline.read_class_names(value)
-  names = tuple(n.strip() for n in value.split(",") if n.strip())
-  if not names:
-    raise ValueError(f"--class_names={value!r} names no class")
-  return names
-
-
 @dataclasses.dataclass
 class Video:
   """One decoded video.
@@ -801,7 +789,7 @@ def main(argv):
     videos = list_videos(f.video, f.videos_dir)
     predict(
         videos, output_dir=f.output_dir, task=f.task, queries=f.query,
-        class_names=parse_class_names(f.class_names),
+        class_names=launch.parse_class_names(f.class_names),
         workdir=launch.WORKDIR.value, checkpoint=f.checkpoint,
         saved_model=f.saved_model, signature=f.signature,
         gin_files=launch.GIN_FILES.value,

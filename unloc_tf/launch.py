@@ -19,7 +19,7 @@ After building, the operative config is written to
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 from absl import flags, logging
 
@@ -112,3 +112,18 @@ def check_training_records() -> None:
   if "file_pattern" in bound and "config" in bound:
     health.check_records_against_config(bound["file_pattern"],
                                         bound["config"])
+
+
+def parse_class_names(value: Optional[str]) -> Optional[Tuple[str, ...]]:
+  """A `--class_names` flag: a classes.txt file (one per line) or a comma
+  list; None when empty."""
+  from unloc_tf.data import pipeline  # noqa: PLC0415
+
+  if not value:
+    return None
+  if os.path.isfile(value):
+    return pipeline.read_class_names(value)
+  names = tuple(n.strip() for n in value.split(",") if n.strip())
+  if not names:
+    raise ValueError(f"--class_names={value!r} names no class")
+  return names

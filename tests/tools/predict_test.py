@@ -97,7 +97,7 @@ def test_checkpoint_predictions_equal_evaluation(setup, capsys):
   out_dir = str(setup["root"] / "out_ckpt")
   results = predict.predict(
       setup["videos"], output_dir=out_dir, workdir=setup["work"],
-      task=spec.TAL, class_names=predict.parse_class_names(
+      task=spec.TAL, class_names=launch.parse_class_names(
           setup["classes"]), coarse_secs=0.3)
   _check_same(setup["expected"], results)
   printed = capsys.readouterr().out

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import fractions
-import os
 from typing import Optional
 
 import numpy as np
+
+from unloc_tf.data import synthetic
 
 BITS = 8  # frame index bits, one vertical stripe each
 STRIPE = 8  # px
@@ -36,26 +36,8 @@ def read_index(frames: np.ndarray) -> np.ndarray:
 def write_video(path: str, frames: np.ndarray, fps: float,
                 container_format: Optional[str] = None,
                 options: Optional[dict] = None) -> str:
-  """h264 / yuv420p, one thread; `options` are muxer options (e.g.
-  {"movflags": "faststart"}); `container_format` e.g. "matroska", "h264"."""
-  import av  # pylint: disable=g-import-not-at-top
-
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  rate = fractions.Fraction(fps).limit_denominator(1001)
-  with av.open(path, "w", format=container_format,
-               options=options or {}) as container:
-    stream = container.add_stream("libx264", rate=rate)
-    stream.width, stream.height = frames.shape[2], frames.shape[1]
-    stream.pix_fmt = "yuv420p"
-    stream.options = {"crf": "18", "preset": "ultrafast"}
-    stream.codec_context.thread_count = 1
-    for f in frames:
-      frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f),
-                                         format="rgb24")
-      for packet in stream.encode(frame):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
+  """h264 / yuv420p, one thread (`synthetic.write_mp4`); returns `path`."""
+  synthetic.write_mp4(path, frames, fps, container_format, options)
   return path
 
 

@@ -1168,13 +1168,21 @@ def statistics(videos: Sequence[SyntheticVideo]) -> dict:
 # ---------------------------------------------------------------------------
 # Official-format annotation files and mp4 videos.
 # ---------------------------------------------------------------------------
-def write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
-  """Writes uint8 [n, H, W, 3] frames as h264 / yuv420p mp4 (PyAV)."""
+def write_mp4(path: str, frames: np.ndarray, fps: float,
+              container_format: Optional[str] = None,
+              options: Optional[Dict[str, str]] = None) -> None:
+  """Writes uint8 [n, H, W, 3] frames as h264 / yuv420p (PyAV), one thread.
+
+  `container_format` overrides the one the file name implies (e.g.
+  "matroska", "h264"); `options` are muxer options (e.g.
+  {"movflags": "faststart"}).
+  """
   import av  # pylint: disable=g-import-not-at-top
 
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   rate = fractions.Fraction(fps).limit_denominator(1001)
-  with av.open(path, "w") as container:
+  with av.open(path, "w", format=container_format,
+               options=options or {}) as container:
     stream = container.add_stream("libx264", rate=rate)
     stream.width = frames.shape[2]
     stream.height = frames.shape[1]
