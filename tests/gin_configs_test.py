@@ -95,3 +95,16 @@ def test_experiment_builds_at_tiny_size(tmp_path, name):
     if config.class_names is not None:
       assert len(config.class_names) == config.num_output_classes or (
           config.class_subset is not None)
+
+
+@pytest.mark.parametrize("task", ["tal", "mr", "as"])
+def test_synthetic_embedding_experiments_match_the_benchmark(task):
+  """The main job's experiments read what `write_benchmark` stores."""
+  from unloc_tf.data import synthetic  # noqa: PLC0415
+  launch.parse_gin([f"experiments/synthetic_{task}_embeddings"],
+                   ["DATA_DIR = '/unused'"], finalize=False)
+  assert gin.query_parameter("%INPUT_MODE") == "embeddings"
+  assert gin.query_parameter("%EMBEDDING_DIM") == (
+      synthetic.SCENE_EMBEDDING_DIM)
+  assert gin.query_parameter("%SECS_PER_TIMESTEP") == pytest.approx(
+      1 / synthetic.SyntheticConfig().fps)

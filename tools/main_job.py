@@ -3,8 +3,10 @@ r"""The main job on the built-in synthetic benchmark (the README's first command
   1. generates the benchmark (TFRecord shards, `unloc_tf.data.synthetic`);
   2. trains a tiny UnLoc per task — temporal action localization, moment
      retrieval, action segmentation — with the real training tool
-     (`tools/train.py`, gin experiments `synthetic_{tal,mr,as}`), each run
-     ending with an evaluation on the test split by the official metrics;
+     (`tools/train.py`, gin experiments `synthetic_{tal,mr,as}_embeddings`,
+     or `synthetic_{tal,mr,as}` from pixels), each run ending with an
+     evaluation on the test split by the official metrics (`--parallel`
+     runs at a time, one CPU thread each when more than one);
   3. exports the moment-retrieval model as a SavedModel (`tools/
      export_saved_model.py`, both signatures);
   4. answers one request through the exported model (`serving_text`: one
@@ -12,10 +14,13 @@ r"""The main job on the built-in synthetic benchmark (the README's first command
      them) and compares the top segment with the ground truth;
   5. prints a results table (also `<workdir>/main_job.json`).
 
-`--input_mode=frames` (default) trains from pixels through the tiny image
-tower; `--input_mode=embeddings` trains on the benchmark's scene-state
-embeddings (`synthetic.scene_state_embeddings`, the stand-in for a frozen
-pretrained image tower) through the cached-embedding path.
+`--input_mode=embeddings` (default) trains through the cached-embedding
+path on the benchmark's scene embeddings (`synthetic.scene_embeddings`:
+object states and their motion, the stand-in for the cached features of a
+frozen pretrained encoder; the benchmark is then generated without pixels,
+4,000 train videos in seconds) with the tiny text tower;
+`--input_mode=frames` trains from pixels through the tiny image tower
+(240 rendered train videos; far from the quality targets, see README).
 
 Usage:
   python tools/main_job.py --workdir=/tmp/unloc_main
@@ -29,6 +34,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from absl import app, flags
 
@@ -42,17 +48,23 @@ from unloc_tf.data import synthetic  # noqa: E402
 # --workdir is launch's flag (the tools share it); here it defaults to
 # /tmp/unloc_main and holds data/, runs/<task>/, export/ and the results.
 DEFAULT_WORKDIR = "/tmp/unloc_main"
-_NUM_TRAIN = flags.DEFINE_integer("num_train", 240, "Train videos.")
+_NUM_TRAIN = flags.DEFINE_integer(
+    "num_train", None, "Train videos (default: 4000 embeddings, 240 frames).")
 _NUM_VAL = flags.DEFINE_integer("num_val", 40, "Validation videos.")
-_NUM_TEST = flags.DEFINE_integer("num_test", 40, "Test videos.")
+_NUM_TEST = flags.DEFINE_integer(
+    "num_test", None, "Test videos (default: 200 embeddings, 40 frames).")
 _INPUT_MODE = flags.DEFINE_enum(
-    "input_mode", "frames", ["frames", "embeddings"],
-    "frames: from pixels through the image tower; embeddings: the"
-    " benchmark's scene-state embeddings (cached-embedding path).")
+    "input_mode", "embeddings", ["frames", "embeddings"],
+    "embeddings: the benchmark's scene embeddings (cached-embedding path,"
+    " no pixels rendered); frames: from pixels through the image tower.")
 _STEPS = flags.DEFINE_list(
-    "steps", ["300", "300", "300"],
+    "steps", None,
     "Training steps for temporal_localization, moment_retrieval,"
-    " action_segmentation.")
+    " action_segmentation (default: the experiments' TRAIN_STEPS for"
+    " embeddings, 300 each for frames).")
+_PARALLEL = flags.DEFINE_integer(
+    "parallel", 2, "Training runs at a time (each gets one CPU thread when"
+    " more than one runs).")
 _REUSE_DATA = flags.DEFINE_bool(
     "reuse_data", False, "Reuse <workdir>/data if it was made before.")
 
@@ -60,6 +72,9 @@ TASKS = (spec.TAL, spec.MR, spec.AS)
 EXPERIMENTS = {spec.TAL: "experiments/synthetic_tal",
                spec.MR: "experiments/synthetic_mr",
                spec.AS: "experiments/synthetic_as"}
+# --input_mode: (experiment suffix, default train/test videos, steps).
+MODES = {"embeddings": ("_embeddings", 4000, 200, None),
+         "frames": ("", 240, 40, (300, 300, 300))}
 # (metric key in the evaluator's output, label, target from the issue).
 HEADLINE = {spec.TAL: ("mAP@0.5", "TAL mAP@0.5", 0.7),
             spec.MR: ("R@1,IoU=0.5", "MR R1@0.5", 0.7),
@@ -67,29 +82,44 @@ HEADLINE = {spec.TAL: ("mAP@0.5", "TAL mAP@0.5", 0.7),
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 
 
+class _Tool:
+  """tools/<name>.py in a fresh process (gin is process-global)."""
+
+  def __init__(self, name: str, *args: str, log_path: str,
+               threads: int = 0):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if threads:
+      env.update(TF_NUM_INTRAOP_THREADS=str(threads),
+                 TF_NUM_INTEROP_THREADS=str(threads))
+    self.name, self.log_path = name, log_path
+    self._log = open(log_path, "w")
+    self.proc = subprocess.Popen(
+        [sys.executable, os.path.join(TOOLS, name), *args], stdout=self._log,
+        stderr=subprocess.STDOUT, env=env)
+
+  def wait(self) -> None:
+    code = self.proc.wait()
+    self._log.close()
+    if code != 0:
+      with open(self.log_path) as f:
+        tail = f.read()[-4000:]
+      raise RuntimeError(f"tools/{self.name} failed (exit {code}); log"
+                         f" {self.log_path}:\n{tail}")
+
+
 def _tool(name: str, *args: str, log_path: str) -> None:
-  """Runs tools/<name>.py in a fresh process (gin is process-global)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  with open(log_path, "w") as log:
-    proc = subprocess.run([sys.executable, os.path.join(TOOLS, name), *args],
-                          stdout=log, stderr=subprocess.STDOUT, env=env,
-                          check=False)
-  if proc.returncode != 0:
-    with open(log_path) as f:
-      tail = f.read()[-4000:]
-    raise RuntimeError(f"tools/{name} failed (exit {proc.returncode}); log"
-                       f" {log_path}:\n{tail}")
+  _Tool(name, *args, log_path=log_path).wait()
 
 
-def _gin_args(task: str, data_dir: str, workdir: str, steps: int) -> list:
-  bindings = [f"DATA_DIR='{data_dir}'", f"TRAIN_STEPS={steps}",
-              f"EVAL_EVERY={steps}", f"CHECKPOINT_EVERY={steps}",
-              f"WARMUP_STEPS={min(30, steps // 5)}",
-              "EVAL_SPLIT='test'"]
-  if _INPUT_MODE.value == "embeddings":
-    bindings += ["INPUT_MODE='embeddings'",
-                 f"EMBEDDING_DIM={synthetic.STATE_EMBEDDING_DIM}"]
-  return ([f"--gin_file={EXPERIMENTS[task]}", f"--workdir={workdir}"]
+def _gin_args(task: str, data_dir: str, workdir: str,
+              steps: Optional[int]) -> list:
+  suffix = MODES[_INPUT_MODE.value][0]
+  bindings = [f"DATA_DIR='{data_dir}'", "EVAL_SPLIT='test'"]
+  if steps is not None:
+    warmup = 100 if _INPUT_MODE.value == "embeddings" else 30
+    bindings += [f"TRAIN_STEPS={steps}", f"CHECKPOINT_EVERY={steps}",
+                 f"WARMUP_STEPS={min(warmup, steps // 5)}"]
+  return ([f"--gin_file={EXPERIMENTS[task]}{suffix}", f"--workdir={workdir}"]
           + [f"--gin_bindings={b}" for b in bindings])
 
 
@@ -166,6 +196,34 @@ def _serve_one_request(export_base: str, data_dir: str, gin_args: list
           "latency_s": round(latency, 3), "answers": answers}
 
 
+def _train_all(pending, running, work, data_dir, steps, mode, threads,
+               results, timings) -> None:
+  """Runs the training tools, at most --parallel at a time; fills
+  `results` and `timings` as each run ends."""
+  while pending or running:
+    while pending and len(running) < _PARALLEL.value:
+      task = pending.pop(0)
+      run_dir = os.path.join(work, "runs", task)
+      log = os.path.join(work, f"train_{task}.log")
+      print(f"[2/5] training {task} ({steps[task] or 'gin'} steps, {mode})"
+            f" -> {run_dir} (log {log}) ...", flush=True)
+      running.append((task, run_dir, time.perf_counter(), _Tool(
+          "train.py", *_gin_args(task, data_dir, run_dir, steps[task]),
+          log_path=log, threads=threads)))
+    done = next((r for r in running if r[3].proc.poll() is not None), None)
+    if done is None:
+      time.sleep(0.5)
+      continue
+    running.remove(done)
+    task, run_dir, t0, tool = done
+    tool.wait()
+    results[task] = _final_metrics(run_dir)
+    key, label, target = HEADLINE[task]
+    print(f"      {label} on the test split: {results[task][key]:.4f}"
+          f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    timings[f"train+eval {task}"] = time.perf_counter() - t0
+
+
 def _peak_rss_gib() -> float:
   own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -176,11 +234,17 @@ def main(argv):
   del argv
   start = time.perf_counter()
   work = launch.WORKDIR.value or DEFAULT_WORKDIR
-  if len(_STEPS.value) != len(TASKS):
+  mode = _INPUT_MODE.value
+  _, default_train, default_test, default_steps = MODES[mode]
+  steps_flag = _STEPS.value or default_steps
+  if steps_flag is not None and len(steps_flag) != len(TASKS):
     raise app.UsageError(f"--steps needs {len(TASKS)} values")
-  steps = dict(zip(TASKS, (int(s) for s in _STEPS.value)))
+  steps = dict(zip(TASKS, (int(s) for s in steps_flag) if steps_flag
+                   else [None] * len(TASKS)))
+  if _PARALLEL.value < 1:
+    raise app.UsageError("--parallel must be >= 1")
   data_dir = os.path.join(work, "data")
-  embeddings = _INPUT_MODE.value == "embeddings"
+  embeddings = mode == "embeddings"
   timings = {}
 
   t0 = time.perf_counter()
@@ -191,29 +255,30 @@ def main(argv):
     print(f"[1/5] reusing the synthetic benchmark in {data_dir}")
   else:
     config = synthetic.SyntheticConfig(
-        num_train=_NUM_TRAIN.value, num_val=_NUM_VAL.value,
-        num_test=_NUM_TEST.value)
+        num_train=(default_train if _NUM_TRAIN.value is None
+                   else _NUM_TRAIN.value),
+        num_val=_NUM_VAL.value,
+        num_test=default_test if _NUM_TEST.value is None else _NUM_TEST.value)
     print(f"[1/5] generating the synthetic benchmark in {data_dir} ...",
           flush=True)
     summary = synthetic.write_benchmark(data_dir, config, tasks=TASKS,
                                         zero_shot_records=False,
-                                        state_embeddings=embeddings)
+                                        state_embeddings=embeddings,
+                                        render=not embeddings)
   print(synthetic.format_summary(summary))
   timings["data"] = time.perf_counter() - t0
 
   results = {}
-  for task in TASKS:
-    t0 = time.perf_counter()
-    run_dir = os.path.join(work, "runs", task)
-    print(f"[2/5] training {task} ({steps[task]} steps, {_INPUT_MODE.value})"
-          f" -> {run_dir} ...", flush=True)
-    _tool("train.py", *_gin_args(task, data_dir, run_dir, steps[task]),
-          log_path=os.path.join(work, f"train_{task}.log"))
-    results[task] = _final_metrics(run_dir)
-    key, label, target = HEADLINE[task]
-    print(f"      {label} on the test split: {results[task][key]:.4f}"
-          f" ({time.perf_counter() - t0:.0f} s)", flush=True)
-    timings[f"train+eval {task}"] = time.perf_counter() - t0
+  t_train = time.perf_counter()
+  threads = 1 if _PARALLEL.value > 1 else 0
+  pending, running = list(TASKS), []
+  try:
+    _train_all(pending, running, work, data_dir, steps, mode, threads,
+               results, timings)
+  finally:  # a failed run stops the others
+    for *_, tool in running:
+      tool.proc.kill()
+  timings["training (wall)"] = time.perf_counter() - t_train
 
   t0 = time.perf_counter()
   export_base = os.path.join(work, "export", spec.MR)
@@ -245,7 +310,7 @@ def main(argv):
     rows.append({"task": task, "metric": label, "value": round(value, 4),
                  "target": target, "reached": value >= target})
   print("\n[5/5] results on the synthetic test split"
-        f" ({_INPUT_MODE.value}, official metrics):")
+        f" ({mode}, official metrics):")
   print(f"  {'metric':<22}{'value':>8}{'target':>9}  reached")
   for r in rows:
     print(f"  {r['metric']:<22}{r['value']:>8.4f}{r['target']:>9.2f}  "
@@ -255,7 +320,7 @@ def main(argv):
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
   out_path = os.path.join(work, "main_job.json")
   with open(out_path, "w") as f:
-    json.dump({"input_mode": _INPUT_MODE.value, "steps": steps,
+    json.dump({"input_mode": mode, "steps": steps,
                "headline": rows, "metrics": results, "served": served,
                "benchmark": summary["overall"],
                "seconds": {k: round(v, 1) for k, v in timings.items()},

@@ -45,8 +45,13 @@ _WRITE_VIDEOS = flags.DEFINE_bool(
     "Also write mp4 videos and official-format annotation files.")
 _STATE_EMBEDDINGS = flags.DEFINE_bool(
     "state_embeddings", False,
-    "Also store each frame's scene-state embedding (image/embedding), for"
-    " the cached-embedding input mode.")
+    "Also store each frame's scene embedding (synthetic.scene_embeddings:"
+    " object states and their motion; image/embedding), for the"
+    " cached-embedding input mode.")
+_RENDER = flags.DEFINE_bool(
+    "render", True,
+    "Render pixels. --norender writes embedding-only records (needs"
+    " --state_embeddings; far faster).")
 _HD_MAX_QUERIES = flags.DEFINE_integer(
     "hd_max_queries", 1, "HD queries per video (0 = one per event).")
 
@@ -92,7 +97,8 @@ def main(argv):
   summary = synthetic.write_benchmark(
       _OUTPUT_DIR.value, config, tasks=tuple(_TASKS.value),
       num_shards=_NUM_SHARDS.value, write_videos=_WRITE_VIDEOS.value,
-      progress=_Progress(), state_embeddings=_STATE_EMBEDDINGS.value)
+      progress=_Progress(), state_embeddings=_STATE_EMBEDDINGS.value,
+      render=_RENDER.value)
   print(synthetic.format_summary(summary))
   print(f"written to {_OUTPUT_DIR.value}")
 

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from unloc_tf import spec
-from unloc_tf.data import records
+from unloc_tf.data import pipeline, records
 from unloc_tf.data import synthetic as syn
 
 TINY = syn.SyntheticConfig(num_train=4, num_val=2, num_test=2,
@@ -257,6 +257,39 @@ def test_scene_state_embeddings_by_hand():
   np.testing.assert_allclose(g["all"], g["square"], atol=1e-6)
 
 
+def test_scene_embeddings_state_and_motion_by_hand():
+  """The same scene: the state half is STATE_SCALE x the states; the motion
+  half is MOTION_SCALE x their rate of change per second (central
+  differences, one-sided at the ends)."""
+  ev = syn.Event("red", "square", syn.APPEAR, 2.0, 6.0, caption="c")
+  red = syn.SceneObject("red", "square", 32.0, 16.0, 16.0, 90.0, event=0)
+  blue = syn.SceneObject("blue", "square", 0.0, 32.0, 16.0, 0.0)
+  n = 50
+  video = syn.SyntheticVideo("scene", None, FPS, 10.0, [ev],
+                             syn.frame_labels_from_events([ev], n, FPS),
+                             objects=[red, blue])
+  emb = syn.scene_embeddings(video)
+  assert emb.shape == (n, syn.SCENE_EMBEDDING_DIM) and emb.dtype == np.float32
+  state, motion = np.split(emb, 2, axis=1)
+  np.testing.assert_allclose(
+      state, syn.scene_state_embeddings(video) * syn.STATE_SCALE, atol=1e-6)
+  groups = len(syn.STATE_GROUPS)
+  red_motion = motion.reshape(n, groups, -1)[:, syn.STATE_GROUPS.index("red")]
+  blue_motion = motion.reshape(n, groups, -1)[
+      :, syn.STATE_GROUPS.index("blue")]
+  assert not blue_motion.any()  # static: no motion
+  # Opacity rises 1 / 4 s while the square appears (frames 10..30).
+  rate = 0.25 * syn.MOTION_SCALE
+  np.testing.assert_allclose(red_motion[11:30, 0], rate, atol=1e-5)
+  assert red_motion[:9, 0].max() == 0 and red_motion[31:, 0].max() == 0
+  # One-sided at the ends of a moving video: frame 0 is (s1 - s0) * fps.
+  ev2 = syn.Event("red", "square", syn.APPEAR, 0.0, 4.0, caption="c")
+  video2 = dataclasses.replace(video, events=[ev2])
+  red2 = np.split(syn.scene_embeddings(video2), 2, axis=1)[1].reshape(
+      n, groups, -1)[:, syn.STATE_GROUPS.index("red")]
+  assert red2[0, 0] == pytest.approx(rate, abs=1e-5)
+
+
 def test_spin_rotates_the_marker():
   f = _scene(syn.SPIN, rate=90.0, shape="circle", x=32.0, y=32.0)
   dark = np.all(f < 30, axis=-1)
@@ -377,6 +410,40 @@ def test_cls_clips(tiny_videos):
 # ---------------------------------------------------------------------------
 # The benchmark on disk.
 # ---------------------------------------------------------------------------
+def test_write_benchmark_without_pixels(tmp_path):
+  """render=False: embedding-only records of the same layouts, which the
+  cached-embedding pipeline reads."""
+  out = str(tmp_path / "emb")
+  tasks = (spec.TAL, spec.MR, spec.AS)
+  summary = syn.write_benchmark(out, TINY, tasks=tasks, num_shards=1,
+                                zero_shot_records=False,
+                                state_embeddings=True, render=False)
+  assert summary["frames"] is False
+  assert summary["embedding_dim"] == syn.SCENE_EMBEDDING_DIM
+  layout = list(syn.generate_split("test", TINY, render=False))
+  for task in tasks:
+    [path] = records.shard_paths(os.path.join(out, task, "test"), 1)
+    serialized = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+    assert len(serialized) == len(layout)
+    ex = tf.train.SequenceExample.FromString(serialized[0])
+    keys = set(ex.feature_lists.feature_list)
+    assert spec.IMAGE_EMBEDDING in keys and "image/encoded" not in keys
+    rows = ex.feature_lists.feature_list[spec.IMAGE_EMBEDDING].feature
+    np.testing.assert_allclose(
+        [list(f.float_list.value) for f in rows],
+        syn.scene_embeddings(layout[0], TINY), atol=1e-6)
+  config = pipeline.InputConfig(
+      task=spec.MR, num_frames=16, input_mode="embeddings",
+      embedding_dim=syn.SCENE_EMBEDDING_DIM, num_captions_eval=3)
+  batch = next(iter(pipeline.make_dataset(
+      os.path.join(out, spec.MR, "test-*"), config, is_training=False,
+      global_batch_size=2)))
+  assert batch[spec.FRAME_EMBEDDINGS].shape == (
+      2, 16, syn.SCENE_EMBEDDING_DIM)
+  with pytest.raises(ValueError, match="render=False"):
+    syn.write_benchmark(str(tmp_path / "bad"), TINY, render=False)
+
+
 def test_write_benchmark_with_videos_and_annotations(tmp_path):
   out = str(tmp_path / "syn")
   summary = syn.write_benchmark(out, TINY, num_shards=2, write_videos=True)

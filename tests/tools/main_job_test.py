@@ -40,3 +40,8 @@ def test_main_job_runs_every_stage(tmp_path):
     start, end = answer["top_segment"]
     assert start <= end
   assert result["peak_rss_gib"] > 0
+  # The default path: embedding-only records (no pixels rendered).
+  assert result["input_mode"] == "embeddings"
+  with open(os.path.join(work, "data", "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["frames"] is False and summary["embedding_dim"] == 154

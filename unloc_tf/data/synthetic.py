@@ -57,7 +57,9 @@ Output of `write_benchmark` (`tools/make_synthetic.py`):
   splits: the seen / held-out indices are in zero_shot.json); <out>/
   classes.txt (`ACTIONS`), zero_shot.json, summary.json (`statistics` per
   split); optionally videos/<vid>.mp4 and annotations/ in the official
-  formats (`write_annotations`).  In every TAL record label_string is the
+  formats (`write_annotations`), each frame's `scene_embeddings` in the
+  records (`state_embeddings=True`), and records without pixels
+  (`render=False`).  In every TAL record label_string is the
   compositional name "shape action".
 
 Default size: 240 / 40 / 40 videos of 20-60 s at 5 fps (~63k frames, ~0.8 GB
@@ -903,9 +905,8 @@ def scene_state_embeddings(video: SyntheticVideo,
   the opacity — summed over the objects of every colour, of every shape and
   of the whole frame (`STATE_GROUPS`).  Sums make an action look the same
   whatever object performs it, while the colour and shape groups keep what
-  a caption refers to.  The
-  main job's cached-embedding mode trains on these (the stand-in for CLIP
-  features, which this project may not download).
+  a caption refers to.  `scene_embeddings`
+  (what the records store) adds their rate of change.
 
   Returns:
     float32 [n, STATE_EMBEDDING_DIM].
@@ -924,6 +925,46 @@ def scene_state_embeddings(video: SyntheticVideo,
     for group in (obj.colour, obj.shape, "all"):
       out[:, STATE_GROUPS.index(group)] += feats
   return out.reshape(n, -1)
+
+
+# Scales of the two halves of `scene_embeddings`: they give the state and
+# its rate of change comparable norms (about 2 and 6 per frame on the
+# default benchmark; unscaled, the static state is ~7x the motion).
+STATE_SCALE = 0.25
+MOTION_SCALE = 5.0
+SCENE_EMBEDDING_DIM = 2 * STATE_EMBEDDING_DIM
+
+
+def scene_embeddings(video: SyntheticVideo,
+                     config: SyntheticConfig = SyntheticConfig()
+                     ) -> np.ndarray:
+  """What a perfect frozen short-clip encoder could say about each frame.
+
+  The stand-in for the cached features of a pretrained video model (CLIP
+  image features in UnLoc; the I3D / TSP clip features that temporal
+  localization methods cache), which this project may not download:
+  appearance — `scene_state_embeddings` times `STATE_SCALE` — and short-term
+  motion — its central difference over the neighbouring stored frames, per
+  second (one-sided at the ends), times `MOTION_SCALE`.  The benchmark's
+  actions are changes (moving, spinning, blinking...), which one frame's
+  state does not show; the motion half makes each frame's evidence local,
+  as appearance is for real actions, and is computed at the stored frame
+  rate, so linspace sampling of long videos does not alias fast actions
+  (blinking) away.  Nothing in it is specific to an action or a label.
+
+  Returns:
+    float32 [n, SCENE_EMBEDDING_DIM]: [state * STATE_SCALE,
+    d(state)/dt * MOTION_SCALE].
+  """
+  state = scene_state_embeddings(video, config).astype(np.float64)
+  padded = np.concatenate([state[:1], state, state[-1:]])
+  # Central difference (one-sided at the ends: the edge frame is repeated).
+  steps = np.full([state.shape[0], 1], 2.0)
+  if state.shape[0] > 1:
+    steps[0] = steps[-1] = 1.0
+  motion = (padded[2:] - padded[:-2]) / steps * video.fps
+  return np.concatenate([state * STATE_SCALE, motion * MOTION_SCALE],
+                        -1).astype(np.float32)
 
 
 def generate_video(video_id: str, seed: int,
@@ -1023,7 +1064,8 @@ def to_records(video: SyntheticVideo, task: str, jpeg_quality: int = 90,
   """The records of one video for one task (frames JPEG-encoded once).
 
   Args:
-    video: a rendered video.
+    video: a rendered video, or a layout (`render=False`: no frames) with
+      `embeddings`, whose records then hold the embeddings only.
     task: one of `spec.TASKS`.
     jpeg_quality: JPEG quality of the frames.
     zero_shot: TAL only: label_index into `compositional_classes()` instead
@@ -1037,7 +1079,13 @@ def to_records(video: SyntheticVideo, task: str, jpeg_quality: int = 90,
   Returns:
     TAL / MR / AS: one record; HD: one per query; CLS: one per event.
   """
-  jpeg = encode_frames(video, jpeg_quality)
+  if video.frames is None and video._jpeg is None:
+    if embeddings is None:
+      raise ValueError(f"video {video.video_id} has neither frames nor"
+                       " embeddings")
+    jpeg = None
+  else:
+    jpeg = encode_frames(video, jpeg_quality)
   spt = video.secs_per_timestep
   common = dict(media_id=video.video_id, secs_per_timestep=spt, frames=jpeg,
                 duration=video.duration, embeddings=embeddings)
@@ -1071,7 +1119,8 @@ def to_records(video: SyntheticVideo, task: str, jpeg_quality: int = 90,
       first, last, labels = cls_clip(video, k, cls_clip_seconds)
       out.append(records.VideoRecord(
           media_id=f"{video.video_id}_clip{k}", secs_per_timestep=spt,
-          frames=jpeg[first:last + 1], duration=(last - first + 1) * spt,
+          frames=None if jpeg is None else jpeg[first:last + 1],
+          duration=(last - first + 1) * spt,
           embeddings=(None if embeddings is None
                       else embeddings[first:last + 1]),
           clip_labels=labels,
@@ -1364,6 +1413,7 @@ def write_benchmark(
     jpeg_quality: int = 90,
     progress: Optional[Callable[[str, int, int], None]] = None,
     state_embeddings: bool = False,
+    render: bool = True,
 ) -> dict:
   """Generates every split and writes records, class lists and a summary.
 
@@ -1386,8 +1436,10 @@ def write_benchmark(
       records.
     jpeg_quality: JPEG quality of the stored frames.
     progress: called as progress(split, done, total) after every video.
-    state_embeddings: also store `scene_state_embeddings` in every record
+    state_embeddings: also store `scene_embeddings` in every record
       (`image/embedding`, for the cached-embedding input mode).
+    render: False skips the pixels (records hold the embeddings only; much
+      faster): needs `state_embeddings`, excludes `write_videos`.
 
   Returns:
     The summary (also written to summary.json): per-split statistics, record
@@ -1398,6 +1450,9 @@ def write_benchmark(
       raise ValueError(f"unknown task {task!r}; expected one of {spec.TASKS}")
   if write_annotation_files is None:
     write_annotation_files = write_videos
+  if not render and (write_videos or not state_embeddings):
+    raise ValueError("render=False needs state_embeddings=True and"
+                     " write_videos=False")
   t0 = time.perf_counter()
   os.makedirs(output_dir, exist_ok=True)
   layouts: Dict[str, List[SyntheticVideo]] = {}
@@ -1408,6 +1463,8 @@ def write_benchmark(
     videos: List[SyntheticVideo] = []
 
     def finish(video: SyntheticVideo) -> SyntheticVideo:
+      if not render:
+        return video
       encode_frames(video, jpeg_quality)
       if write_videos:
         write_mp4(os.path.join(output_dir, "videos", f"{video.video_id}.mp4"),
@@ -1419,7 +1476,7 @@ def write_benchmark(
     # with the numpy rendering of video i + 1.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       pending: collections.deque = collections.deque()
-      for video in generate_split(split, config):
+      for video in generate_split(split, config, render=render):
         pending.append(pool.submit(finish, video))
         while pending and (len(pending) > 2 or pending[0].done()):
           videos.append(pending.popleft().result())
@@ -1433,7 +1490,7 @@ def write_benchmark(
     variants = [(task, task, False) for task in tasks]
     if spec.TAL in tasks and zero_shot_records:
       variants.append((ZERO_SHOT_TAL_DIR, spec.TAL, True))
-    embeddings = {v.video_id: scene_state_embeddings(v, config)
+    embeddings = {v.video_id: scene_embeddings(v, config)
                   for v in videos} if state_embeddings else {}
     for name, task, zs in variants:
       recs = [r for v in videos for r in to_records(
@@ -1465,6 +1522,8 @@ def write_benchmark(
       "shards": shards,
       "annotations": annotation_paths,
       "tasks": list(tasks),
+      "frames": render,
+      "embedding_dim": SCENE_EMBEDDING_DIM if state_embeddings else None,
       "config": dataclasses.asdict(config),
       "seconds": round(time.perf_counter() - t0, 2),
   }
