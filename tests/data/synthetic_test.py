@@ -226,16 +226,22 @@ def test_appear_disappear_and_blink():
   assert (during == 0).sum() >= 6 and (during > 120).sum() >= 6
 
 
-def test_scene_state_embeddings_by_hand():
-  """Appearing red square at (32, 16) and a static blue square at (0, 32):
-  the groups sum their objects' states; other groups are 0."""
+def _two_squares(n=50):
+  """A red square appearing at (32, 16) from 2 s to 6 s and a static blue
+  square at (0, 32): a 10 s layout of n frames."""
   ev = syn.Event("red", "square", syn.APPEAR, 2.0, 6.0, caption="c")
   red = syn.SceneObject("red", "square", 32.0, 16.0, 16.0, 90.0, event=0)
   blue = syn.SceneObject("blue", "square", 0.0, 32.0, 16.0, 0.0)
+  return syn.SyntheticVideo("scene", None, FPS, 10.0, [ev],
+                            syn.frame_labels_from_events([ev], n, FPS),
+                            objects=[red, blue])
+
+
+def test_scene_state_embeddings_by_hand():
+  """Appearing red square at (32, 16) and a static blue square at (0, 32):
+  the groups sum their objects' states; other groups are 0."""
   n = 50
-  video = syn.SyntheticVideo("scene", None, FPS, 10.0, [ev],
-                             syn.frame_labels_from_events([ev], n, FPS),
-                             objects=[red, blue])
+  video = _two_squares(n)
   emb = syn.scene_state_embeddings(video)
   assert emb.shape == (n, syn.STATE_EMBEDDING_DIM) and emb.dtype == np.float32
   g = {name: emb.reshape(n, len(syn.STATE_GROUPS), -1)[:, i]
@@ -261,13 +267,8 @@ def test_scene_embeddings_state_and_motion_by_hand():
   """The same scene: the state half is STATE_SCALE x the states; the motion
   half is MOTION_SCALE x their rate of change per second (central
   differences, one-sided at the ends)."""
-  ev = syn.Event("red", "square", syn.APPEAR, 2.0, 6.0, caption="c")
-  red = syn.SceneObject("red", "square", 32.0, 16.0, 16.0, 90.0, event=0)
-  blue = syn.SceneObject("blue", "square", 0.0, 32.0, 16.0, 0.0)
   n = 50
-  video = syn.SyntheticVideo("scene", None, FPS, 10.0, [ev],
-                             syn.frame_labels_from_events([ev], n, FPS),
-                             objects=[red, blue])
+  video = _two_squares(n)
   emb = syn.scene_embeddings(video)
   assert emb.shape == (n, syn.SCENE_EMBEDDING_DIM) and emb.dtype == np.float32
   state, motion = np.split(emb, 2, axis=1)
