@@ -957,12 +957,10 @@ def scene_embeddings(video: SyntheticVideo,
     d(state)/dt * MOTION_SCALE].
   """
   state = scene_state_embeddings(video, config).astype(np.float64)
-  padded = np.concatenate([state[:1], state, state[-1:]])
-  # Central difference (one-sided at the ends: the edge frame is repeated).
-  steps = np.full([state.shape[0], 1], 2.0)
-  if state.shape[0] > 1:
-    steps[0] = steps[-1] = 1.0
-  motion = (padded[2:] - padded[:-2]) / steps * video.fps
+  if state.shape[0] > 1:  # central differences, one-sided at the ends
+    motion = np.gradient(state, 1.0 / video.fps, axis=0)
+  else:
+    motion = np.zeros_like(state)
   return np.concatenate([state * STATE_SCALE, motion * MOTION_SCALE],
                         -1).astype(np.float32)
 
