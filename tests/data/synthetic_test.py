@@ -263,32 +263,74 @@ def test_scene_state_embeddings_by_hand():
   np.testing.assert_allclose(g["all"], g["square"], atol=1e-6)
 
 
+def _motion_of(video, group):
+  """The motion part of `scene_embeddings` for one group, unscaled.
+
+  Returns:
+    float [n, len(MOTION_FEATURES)].
+  """
+  emb = syn.scene_embeddings(video)
+  motion = emb[:, syn.STATE_EMBEDDING_DIM:] / syn.MOTION_SCALE
+  return motion.reshape(len(emb), len(syn.STATE_GROUPS), -1)[
+      :, syn.STATE_GROUPS.index(group)]
+
+
 def test_scene_embeddings_state_and_motion_by_hand():
-  """The same scene: the state half is STATE_SCALE x the states; the motion
-  half is MOTION_SCALE x their rate of change per second (central
+  """The same scene: the state part is STATE_SCALE x the states; the motion
+  part is MOTION_SCALE x the rates of change per second (central
   differences, one-sided at the ends)."""
   n = 50
   video = _two_squares(n)
   emb = syn.scene_embeddings(video)
   assert emb.shape == (n, syn.SCENE_EMBEDDING_DIM) and emb.dtype == np.float32
-  state, motion = np.split(emb, 2, axis=1)
+  assert syn.SCENE_EMBEDDING_DIM == len(syn.STATE_GROUPS) * (
+      len(syn.STATE_FEATURES) + len(syn.MOTION_FEATURES))
   np.testing.assert_allclose(
-      state, syn.scene_state_embeddings(video) * syn.STATE_SCALE, atol=1e-6)
-  groups = len(syn.STATE_GROUPS)
-  red_motion = motion.reshape(n, groups, -1)[:, syn.STATE_GROUPS.index("red")]
-  blue_motion = motion.reshape(n, groups, -1)[
-      :, syn.STATE_GROUPS.index("blue")]
-  assert not blue_motion.any()  # static: no motion
-  # Opacity rises 1 / 4 s while the square appears (frames 10..30).
-  rate = 0.25 * syn.MOTION_SCALE
-  np.testing.assert_allclose(red_motion[11:30, 0], rate, atol=1e-5)
-  assert red_motion[:9, 0].max() == 0 and red_motion[31:, 0].max() == 0
-  # One-sided at the ends of a moving video: frame 0 is (s1 - s0) * fps.
+      emb[:, :syn.STATE_EMBEDDING_DIM],
+      syn.scene_state_embeddings(video) * syn.STATE_SCALE, atol=1e-6)
+  assert not _motion_of(video, "blue").any()  # static: no motion
+  red = _motion_of(video, "red")
+  # Opacity rises 1 / 4 s while the square appears (frames 10..30), and
+  # opacity * size * 2 / 64 with it: size = 16 * (0.3 + 0.7 * opacity).
+  np.testing.assert_allclose(red[11:30, 0], 0.25, atol=1e-5)
+  o = np.arange(11, 30) / 20 - 0.5  # opacity at frames 11..29
+  np.testing.assert_allclose(red[11:30, 3],
+                             (0.3 + 1.4 * o) * 0.25 * 0.5, atol=1e-5)
+  np.testing.assert_allclose(red[11:30, 2], 0.25 * 0.25, atol=1e-5)  # y
+  assert not red[:, [1, 4]].any()  # no horizontal motion, no spin
+  assert not red[:9].any() and not red[31:].any()
+  # One-sided at the ends: appearing from t = 0, frame 0 is (o1 - o0) * fps.
   ev2 = syn.Event("red", "square", syn.APPEAR, 0.0, 4.0, caption="c")
-  video2 = dataclasses.replace(video, events=[ev2])
-  red2 = np.split(syn.scene_embeddings(video2), 2, axis=1)[1].reshape(
-      n, groups, -1)[:, syn.STATE_GROUPS.index("red")]
-  assert red2[0, 0] == pytest.approx(rate, abs=1e-5)
+  red2 = _motion_of(dataclasses.replace(video, events=[ev2]), "red")
+  assert red2[0, 0] == pytest.approx(0.25, abs=1e-5)
+
+
+def _mover(action, rate, x, n=50):
+  """One red square doing `action` at `rate` from 2 s to 6 s."""
+  ev = syn.Event("red", "square", action, 2.0, 6.0, caption="c")
+  obj = syn.SceneObject("red", "square", x, 32.0, 16.0, 0.0, event=0,
+                        rate=rate)
+  return syn.SyntheticVideo("scene", None, FPS, 10.0, [ev],
+                            syn.frame_labels_from_events([ev], n, FPS),
+                            objects=[obj])
+
+
+def test_scene_motion_tells_left_from_right_and_spins():
+  """Moving at 8 px/s on a 64 px frame is 2 pi * 8 / 64 rad/s of the
+  horizontal turn: negative for left, positive for right, also across the
+  wrap-around (x = 60 moving right passes 64 -> 0); spinning at 90 deg/s is
+  pi / 2 rad/s."""
+  turn = 2 * math.pi * 8.0 / 64
+  left = _motion_of(_mover(syn.MOVE_LEFT, 8.0, 40.0), "red")
+  right = _motion_of(_mover(syn.MOVE_RIGHT, 8.0, 60.0), "red")
+  np.testing.assert_allclose(left[11:30, 1], -turn, atol=1e-5)
+  np.testing.assert_allclose(right[11:30, 1], turn, atol=1e-5)
+  for m in (left, right):
+    assert not m[:, [0, 2, 3, 4]].any()
+    assert not m[:9].any() and not m[31:].any()
+  spin = _motion_of(_mover(syn.SPIN, 90.0, 32.0), "square")
+  np.testing.assert_allclose(spin[11:30, 4], math.pi / 2, atol=1e-5)
+  assert not spin[:, :4].any()
 
 
 def test_spin_rotates_the_marker():

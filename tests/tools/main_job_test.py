@@ -44,4 +44,4 @@ def test_main_job_runs_every_stage(tmp_path):
   assert result["input_mode"] == "embeddings"
   with open(os.path.join(work, "data", "summary.json")) as f:
     summary = json.load(f)
-  assert summary["frames"] is False and summary["embedding_dim"] == 154
+  assert summary["frames"] is False and summary["embedding_dim"] == 132
