@@ -2,6 +2,7 @@
 size) and input configs — so a misspelt binding fails here."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -45,7 +46,10 @@ def test_every_experiment_is_found():
 def test_experiment_header(name):
   text = open(config_files.find(name)).read()
   assert text.startswith("# "), name
-  assert "Run:" in text, f"{name}: the header gives the command to run it"
+  header = text[:re.search(r"^[^#\n]", text, re.M).start()]
+  assert "Run:" in header, f"{name}: the header gives the command to run it"
+  assert re.search(r"Result:|Expected:|Paper Table \d", header), (
+      f"{name}: the header gives the result it should reach")
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

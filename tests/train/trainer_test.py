@@ -166,6 +166,48 @@ def test_train_checkpoints_summaries_eval_and_best(data_root, tmp_path):
   assert again["metrics"]["score"] == 0.2 and calls == []
 
 
+def _weights(model):
+  return [v.numpy() for v in model.weights]
+
+
+def test_keep_n_init_checkpoint_and_progress_bar(data_root, tmp_path,
+                                                  capfd):
+  """keep_checkpoints deletes the oldest; a fresh run with init_checkpoint
+  starts from that run's weights (not from its own random init); the
+  progress bar counts to total_steps."""
+  built = []
+
+  def recording_model_fn():
+    built.append(model_fn())
+    return built[-1]
+
+  first = str(tmp_path / "first")
+  common = dict(model_fn=recording_model_fn, jit_compile=False,
+                train_data_fn=make_data_fn(data_root), health_window=0)
+  trainer.train(workdir=first, optimizer_fn=make_optimizer_fn(4),
+                total_steps=4, checkpoint_every=1, keep_checkpoints=2,
+                progress=False, **common)
+  ckpts = sorted(os.path.basename(p) for p in glob.glob(
+      os.path.join(first, "checkpoints", "ckpt-*.index")))
+  assert ckpts == ["ckpt-3.index", "ckpt-4.index"]
+  trained = _weights(built[0])
+
+  capfd.readouterr()
+  trainer.train(
+      workdir=str(tmp_path / "second"), total_steps=1, seed=7,
+      optimizer_fn=make_optimizer_fn(1, base_learning_rate=1e-9),
+      init_checkpoint=os.path.join(first, "checkpoints", "ckpt-4"),
+      progress=True, **common)
+  out = capfd.readouterr().out
+  assert "1/1" in out, out  # the Keras progress bar reached the end
+  for a, b in zip(_weights(built[1]), trained):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  fresh = model_fn()
+  fresh(trainer._numeric(next(iter(make_data_fn(data_root)()))))
+  assert any(not np.allclose(a, b) for a, b in zip(_weights(fresh),
+                                                    trained))
+
+
 def _zero_labels(batch):
   batch = dict(batch)
   batch[spec.LABELS] = tf.zeros_like(batch[spec.LABELS])
