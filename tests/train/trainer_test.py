@@ -208,6 +208,44 @@ def test_keep_n_init_checkpoint_and_progress_bar(data_root, tmp_path,
                                                     trained))
 
 
+def _checkpoint_keys(path):
+  return set(tf.train.load_checkpoint(path).get_variable_to_shape_map())
+
+
+def test_data_state_reseed_keeps_no_input_state(data_root, tmp_path):
+  """data_state='reseed': checkpoints hold no iterator; a resumed run
+  rebuilds the pipeline with resume_seed(seed, step).  The default
+  ('iterator') checkpoints the iterator."""
+  seeds = []
+  base_fn = make_data_fn(data_root)
+
+  def data_fn(input_context=None, **kwargs):
+    seeds.append(kwargs.get("seed"))
+    return base_fn(input_context=input_context)
+
+  common = dict(model_fn=model_fn, train_data_fn=data_fn,
+                optimizer_fn=make_optimizer_fn(4), checkpoint_every=2,
+                progress=False, jit_compile=False, seed=5)
+  workdir = str(tmp_path / "reseed")
+  trainer.train(workdir=workdir, total_steps=2, data_state="reseed",
+                **common)
+  assert seeds == [None]
+  ckpt = os.path.join(workdir, "checkpoints", "ckpt-2")
+  assert not any("iterator" in k for k in _checkpoint_keys(ckpt))
+  result = trainer.train(workdir=workdir, total_steps=4,
+                         data_state="reseed", **common)
+  assert result["step"] == 4
+  assert seeds == [None, None, trainer.resume_seed(5, 2)]
+  assert trainer.resume_seed(5, 2) not in (5, trainer.resume_seed(5, 4))
+
+  exact = str(tmp_path / "iterator")
+  trainer.train(workdir=exact, total_steps=2, **common)
+  assert any("iterator" in k for k in _checkpoint_keys(
+      os.path.join(exact, "checkpoints", "ckpt-2")))
+  with pytest.raises(ValueError, match="data_state"):
+    trainer.train(workdir=exact, total_steps=2, data_state="none", **common)
+
+
 def _zero_labels(batch):
   batch = dict(batch)
   batch[spec.LABELS] = tf.zeros_like(batch[spec.LABELS])

@@ -38,7 +38,12 @@ Input: one plain tf.data pipeline per worker (`train_data_fn` with the
 worker's `InputContext`), whose batches `strategy.run` hands to the worker's
 replicas.  The iterators of `strategy.distribute_datasets_from_function`
 are not trackable in TF 2.21, a plain iterator is, so the data position is
-in the checkpoint.
+in the checkpoint (`data_state="iterator"`, exact).  The iterator's state
+holds the pipeline's buffers — the shuffle buffer of serialized records and
+the prefetched batches — which for frame records of real videos (tens of MB
+each) makes every checkpoint gigabytes; `data_state="reseed"` keeps no input
+state: a resumed run rebuilds the pipeline with a seed derived from the
+restored step (the reference's behaviour: it does not checkpoint the data).
 
 Multi-worker: every worker runs the same loop, saves checkpoints (the data
 iterator's state is per worker, since workers read different shards) to its
@@ -172,6 +177,15 @@ class _Writers:
       self.eval.flush()
 
 
+DATA_STATES = ("iterator", "reseed")
+
+
+def resume_seed(seed: int, step: int) -> int:
+  """The input-pipeline seed of a run resumed at `step` (data_state=reseed),
+  distinct for every step of a run, in [0, 2**31 - 1)."""
+  return int((seed * 1_000_003 + step) % (2**31 - 1))
+
+
 def train(
     *,
     workdir: str,
@@ -195,6 +209,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     health_window: int = 20,
+    data_state: str = "iterator",
 ) -> Dict[str, Any]:
   """Trains (or resumes training) a task model until `total_steps`.
 
@@ -236,6 +251,13 @@ def train(
     seed: `keras.utils.set_random_seed` before the model is built.
     progress: show a Keras Progbar (chief only).
     health_window: batches that must contain a positive label (0: off).
+    data_state: what checkpoints keep of the input pipeline: "iterator"
+      (its position and buffers: a resumed run reads exactly the batches an
+      uninterrupted one would) or "reseed" (nothing: a resumed run calls
+      `train_data_fn(input_context=..., seed=resume_seed(seed, step))`, so
+      it does not repeat the first batches; checkpoints hold only the model
+      and the optimizer).  The mode of a run must not change between
+      restarts.
 
   Returns:
     {"step": the final step, "loss": the last step's loss (None if no step
@@ -252,6 +274,9 @@ def train(
     raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
   if best_metric and evaluator is None:
     raise ValueError("best_metric needs an evaluator")
+  if data_state not in DATA_STATES:
+    raise ValueError(f"data_state must be one of {DATA_STATES}, got"
+                     f" {data_state!r}")
   chief = strategy_lib.is_chief(strategy)
   t_start = time.perf_counter()
   tf.io.gfile.makedirs(workdir)
@@ -275,13 +300,20 @@ def train(
   logging.info("model and optimizer built (%.1f s)",
                time.perf_counter() - t_start)
   checkpointer = ckpt_lib.Checkpointer(
-      _worker_checkpoint_dir(workdir, strategy), model, optimizer, iterator,
+      _worker_checkpoint_dir(workdir, strategy), model, optimizer,
+      iterator if data_state == "iterator" else None,
       max_to_keep=keep_checkpoints,
       best_directory=os.path.join(workdir, "best"))
   restore_step = _common_restore_step(strategy, checkpointer)
   if restore_step:
     checkpointer.restore(restore_step)
     logging.info("restored %s/ckpt-%d", checkpointer.directory, restore_step)
+    if data_state == "reseed":
+      data_seed = resume_seed(seed, restore_step)
+      iterator = iter(train_data_fn(input_context=context,
+                                    seed=data_seed).map(_numeric))
+      logging.info("input pipeline rebuilt with seed %d (data_state=reseed)",
+                   data_seed)
   elif init_checkpoint:
     report = ckpt_lib.restore_partial(model, init_checkpoint,
                                       skip_regex=init_skip_regex)
