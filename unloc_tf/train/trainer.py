@@ -43,7 +43,7 @@ holds the pipeline's buffers — the shuffle buffer of serialized records and
 the prefetched batches — which for frame records of real videos (tens of MB
 each) makes every checkpoint gigabytes; `data_state="reseed"` keeps no input
 state: a resumed run rebuilds the pipeline with a seed derived from the
-restored step (the reference's behaviour: it does not checkpoint the data).
+restored step, so it neither repeats the first batches nor stores them.
 
 Multi-worker: every worker runs the same loop, saves checkpoints (the data
 iterator's state is per worker, since workers read different shards) to its
