@@ -162,20 +162,26 @@ def test_zero_shot_held_out(layouts):
 # ---------------------------------------------------------------------------
 # Pixels: the event's object really does the action.
 # ---------------------------------------------------------------------------
-def _scene(action, rate=0.0, start=2.0, end=6.0, x=32.0, y=32.0,
-           colour="red", shape="square", size=16.0, angle=0.0,
-           drift=None, duration=10.0):
+def _scene(action, **kwargs):
+  """The frames of `_scene_video`."""
+  return syn.render_frames(_scene_video(action, **kwargs),
+                           syn.SyntheticConfig())
+
+
+def _scene_video(action, rate=0.0, start=2.0, end=6.0, x=32.0, y=32.0,
+                 colour="red", shape="square", size=16.0, angle=0.0,
+                 drift=None, duration=10.0):
+  """One object doing `action` from `start` to `end` (or drifting)."""
   ev = syn.Event(colour, shape, action, start, end, caption="c")
   obj = syn.SceneObject(colour, shape, x, y, size, angle,
                         event=None if drift else 0, rate=rate,
                         drift=drift or (0.0, 0.0, 1.0, 0.0))
   n = int(round(duration * FPS))
   events = [] if drift else [ev]
-  video = syn.SyntheticVideo(
+  return syn.SyntheticVideo(
       "scene", None, FPS, duration, events,
       syn.frame_labels_from_events(events, n, FPS), objects=[obj], seed=3,
       background=(40.0, 40.0, 40.0))
-  return syn.render_frames(video, syn.SyntheticConfig())
 
 
 def _mask(frames, colour):
@@ -305,30 +311,22 @@ def test_scene_embeddings_state_and_motion_by_hand():
   assert red2[0, 0] == pytest.approx(0.25, abs=1e-5)
 
 
-def _mover(action, rate, x, n=50):
-  """One red square doing `action` at `rate` from 2 s to 6 s."""
-  ev = syn.Event("red", "square", action, 2.0, 6.0, caption="c")
-  obj = syn.SceneObject("red", "square", x, 32.0, 16.0, 0.0, event=0,
-                        rate=rate)
-  return syn.SyntheticVideo("scene", None, FPS, 10.0, [ev],
-                            syn.frame_labels_from_events([ev], n, FPS),
-                            objects=[obj])
-
-
 def test_scene_motion_tells_left_from_right_and_spins():
   """Moving at 8 px/s on a 64 px frame is 2 pi * 8 / 64 rad/s of the
   horizontal turn: negative for left, positive for right, also across the
   wrap-around (x = 60 moving right passes 64 -> 0); spinning at 90 deg/s is
   pi / 2 rad/s."""
   turn = 2 * math.pi * 8.0 / 64
-  left = _motion_of(_mover(syn.MOVE_LEFT, 8.0, 40.0), "red")
-  right = _motion_of(_mover(syn.MOVE_RIGHT, 8.0, 60.0), "red")
+  left = _motion_of(_scene_video(syn.MOVE_LEFT, rate=8.0, x=40.0),
+                    "red")
+  right = _motion_of(_scene_video(syn.MOVE_RIGHT, rate=8.0, x=60.0),
+                     "red")
   np.testing.assert_allclose(left[11:30, 1], -turn, atol=1e-5)
   np.testing.assert_allclose(right[11:30, 1], turn, atol=1e-5)
   for m in (left, right):
     assert not m[:, [0, 2, 3, 4]].any()
     assert not m[:9].any() and not m[31:].any()
-  spin = _motion_of(_mover(syn.SPIN, 90.0, 32.0), "square")
+  spin = _motion_of(_scene_video(syn.SPIN, rate=90.0), "square")
   np.testing.assert_allclose(spin[11:30, 4], math.pi / 2, atol=1e-5)
   assert not spin[:, :4].any()
 

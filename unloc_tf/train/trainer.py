@@ -295,13 +295,14 @@ def train(
       model(_zeros_like_spec(dataset.element_spec), training=False)
     optimizer = optimizer_fn()
     optimizer.build(model.trainable_variables)
-  iterator = iter(dataset)
+  # With data_state="reseed" the iterator starts (and fills its buffers)
+  # only once the restored step, hence its seed, is known.
+  iterator = iter(dataset) if data_state == "iterator" else None
 
   logging.info("model and optimizer built (%.1f s)",
                time.perf_counter() - t_start)
   checkpointer = ckpt_lib.Checkpointer(
-      _worker_checkpoint_dir(workdir, strategy), model, optimizer,
-      iterator if data_state == "iterator" else None,
+      _worker_checkpoint_dir(workdir, strategy), model, optimizer, iterator,
       max_to_keep=keep_checkpoints,
       best_directory=os.path.join(workdir, "best"))
   restore_step = _common_restore_step(strategy, checkpointer)
@@ -310,8 +311,8 @@ def train(
     logging.info("restored %s/ckpt-%d", checkpointer.directory, restore_step)
     if data_state == "reseed":
       data_seed = resume_seed(seed, restore_step)
-      iterator = iter(train_data_fn(input_context=context,
-                                    seed=data_seed).map(_numeric))
+      dataset = train_data_fn(input_context=context,
+                              seed=data_seed).map(_numeric)
       logging.info("input pipeline rebuilt with seed %d (data_state=reseed)",
                    data_seed)
   elif init_checkpoint:
@@ -321,6 +322,8 @@ def train(
                  " %d unused", init_checkpoint, len(report["loaded"]),
                  len(report["adapted"]), len(report["missing"]),
                  len(report["unused"]))
+  if iterator is None:
+    iterator = iter(dataset)
   step = int(optimizer.iterations.numpy())
   if step != restore_step:
     raise RuntimeError(f"optimizer.iterations is {step} after restoring step"
