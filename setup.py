@@ -1,4 +1,5 @@
-"""Installs unloc_tf and its bundled gin configs (as unloc_tf.gin_configs)."""
+"""Installs unloc_tf, its bundled gin configs (as unloc_tf.gin_configs) and
+the tools' console scripts."""
 
 import os
 
@@ -28,10 +29,10 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["unloc_tf", "unloc_tf.*"])
-    + ["unloc_tf.gin_configs", "unloc_tf.tools"],
-    # The top-level gin/ and tools/ folders install inside the package, so
-    # configs are found by name and the tools run as console scripts.
-    package_dir={"unloc_tf.gin_configs": "gin", "unloc_tf.tools": "tools"},
+    + ["unloc_tf.gin_configs", "unloc_tf_tools"],
+    # gin/ installs inside the package, so configs are found by name; tools/
+    # installs beside it as `unloc_tf_tools`, only for the console scripts.
+    package_dir={"unloc_tf.gin_configs": "gin", "unloc_tf_tools": "tools"},
     package_data={
         "unloc_tf.gin_configs": _gin_files(),
         "unloc_tf.data": ["assets/*"],
@@ -48,26 +49,26 @@ setuptools.setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "data": ["av==18.1.0", "tqdm>=4.60"],
+        "data": ["av==18.1.0", "tqdm>=4.60", "matplotlib>=3.7"],
         "viz": ["matplotlib>=3.7"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6",
                 "matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [
-            "unloc-make-synthetic=unloc_tf.tools.make_synthetic:run",
-            "unloc-main-job=unloc_tf.tools.main_job:run",
-            "unloc-train=unloc_tf.tools.train:run",
-            "unloc-evaluate=unloc_tf.tools.evaluate:run",
-            "unloc-export=unloc_tf.tools.export_saved_model:run",
-            "unloc-visualize=unloc_tf.tools.visualize:run",
-            "unloc-make-zero-shot-splits=unloc_tf.tools.make_zero_shot_splits:run",
-            "unloc-evaluate-zero-shot=unloc_tf.tools.evaluate_zero_shot:run",
-            "unloc-build-records=unloc_tf.tools.build_records:run",
-            "unloc-extract-features=unloc_tf.tools.extract_features:run",
-            "unloc-predict=unloc_tf.tools.predict:run",
-            "unloc-convert-clip=unloc_tf.tools.convert_clip_checkpoint:run",
-            "unloc-convert-reference=unloc_tf.tools.convert_reference_checkpoint:run",
+            "unloc-make-synthetic=unloc_tf_tools.make_synthetic:run",
+            "unloc-main-job=unloc_tf_tools.main_job:run",
+            "unloc-train=unloc_tf_tools.train:run",
+            "unloc-evaluate=unloc_tf_tools.evaluate:run",
+            "unloc-export=unloc_tf_tools.export_saved_model:run",
+            "unloc-visualize=unloc_tf_tools.visualize:run",
+            "unloc-make-zero-shot-splits=unloc_tf_tools.make_zero_shot_splits:run",
+            "unloc-evaluate-zero-shot=unloc_tf_tools.evaluate_zero_shot:run",
+            "unloc-build-records=unloc_tf_tools.build_records:run",
+            "unloc-extract-features=unloc_tf_tools.extract_features:run",
+            "unloc-predict=unloc_tf_tools.predict:run",
+            "unloc-convert-clip=unloc_tf_tools.convert_clip_checkpoint:run",
+            "unloc-convert-reference=unloc_tf_tools.convert_reference_checkpoint:run",
         ],
     },
 )

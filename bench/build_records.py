@@ -1,11 +1,12 @@
-"""tools/build_records.py throughput: 480p 30 fps video converted at 10 fps.
+"""Record builder throughput: 480p 30 fps video converted at 10 fps.
 
 Writes one synthetic 1-minute 854x480 30 fps h264 video with PyAV (a
 scrolling colour texture, moving squares and noise), copies
 it to `--videos` files listed in an ActivityNet 1.3 JSON, and converts them
-(`tools/build_records.convert`, --fps=10 --short_side=256, JPEG quality 90)
-with 1 worker (in-process) and 2 worker processes.  Also times decode +
-resize alone (`tools/video_io.VideoReader`, no JPEG).
+(`unloc_tf.datasets.builder.convert`, as tools/build_records.py: --fps=10
+--short_side=256, JPEG quality 90) with 1 worker (in-process) and 2 worker
+processes.  Also times decode + resize alone
+(`unloc_tf.data.video.VideoReader`, no JPEG).
 
 Rows: stored frames converted per second (frames_per_s), seconds of video
 per second (video_s_per_s), wall time, CPU time (main + workers, user +
@@ -35,7 +36,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
-from tools import build_records, video_io  # noqa: E402
+from unloc_tf.data import video as video_io  # noqa: E402
+from unloc_tf.datasets import builder  # noqa: E402
 
 WIDTH, HEIGHT, SOURCE_FPS, FPS = 854, 480, 30, 10.0
 
@@ -174,13 +176,13 @@ def main():
                  "main_rss_mib": common.peak_rss_mib(),
                  "worker_rss_mib": 0.0, "total_rss_mib": common.peak_rss_mib()})
     for workers in args.workers:
-      opts = build_records.Options(
+      opts = builder.Options(
           "activitynet", ann, videos, os.path.join(tmp, f"out{workers}"),
           split="val", fps=FPS, short_side=256, num_shards=args.videos,
           num_workers=workers, progress=False)
       cpu0 = _cpu_seconds()
       with RssSampler() as rss, common.Timer() as t:
-        report = build_records.convert(opts)
+        report = builder.convert(opts)
       cpu = _cpu_seconds() - cpu0
       frames = report["written"]["frames"]
       assert report["written"]["videos"] == args.videos, report["issues"]

@@ -28,6 +28,7 @@ import keras  # noqa: E402
 
 from bench import common  # noqa: E402
 from unloc_tf import spec  # noqa: E402
+from unloc_tf.models import unloc_backbone  # noqa: E402
 from unloc_tf.tasks import moment_retriever  # noqa: E402
 
 N0, BATCH, LT = 128, 2, 32
@@ -93,9 +94,10 @@ def main():
   args = parser.parse_args()
   pyr = spec.PyramidSpec(N0)
   model = moment_retriever.build_moment_retriever(
-      "base_16", pyramid_spec=pyr, input_mode="embeddings",
-      text_input="tokens", text_max_length=LT, num_conv_layers=3,
-      weight_sharing=False)
+      unloc_backbone.BackboneConfig(
+          "base_16", input_mode="embeddings", text_input="tokens",
+          text_max_length=LT),
+      pyramid_spec=pyr, num_conv_layers=3, weight_sharing=False)
   batch = make_batch(pyr)
   model(batch, training=True)
   opt = keras.optimizers.SGD(0.01, momentum=0.9)

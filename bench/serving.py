@@ -114,14 +114,16 @@ def build_model(kind: str):
 
   from unloc_tf import spec
   from unloc_tf.layers import clip_image_encoder
-  from unloc_tf.models import variants
+  from unloc_tf.models import unloc_backbone, variants
   from unloc_tf.tasks import moment_retriever
 
   keras.utils.set_random_seed(0)
   pyr = spec.PyramidSpec(N0)
   mode = "frames" if kind == "frames/base_16" else "embeddings"
   model = moment_retriever.build_moment_retriever(
-      "base_16", pyramid_spec=pyr, input_mode=mode, text_max_length=LT)
+      unloc_backbone.BackboneConfig("base_16", input_mode=mode,
+                                    text_max_length=LT),
+      pyramid_spec=pyr)
   if kind == "frames/tiny":
     cfg = dict(variants.size_config("tiny")["image_encoder"],
                image_size=IMAGE, num_frames=N0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Optional, Sequence
 
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from unloc_tf import spec
 from unloc_tf.data import records
+from unloc_tf.models import unloc_backbone
 
 
 def frames(n: int, height: int = 24, width: int = 32, seed: int = 0):
@@ -78,3 +80,16 @@ def raw_example(n_frames_field: Optional[int], jpegs: Sequence[bytes],
   for j in jpegs:
     fl.feature.add().bytes_list.value.append(j)
   return ex
+
+
+_BACKBONE_FIELDS = {
+    f.name for f in dataclasses.fields(unloc_backbone.BackboneConfig)}
+
+
+def build_task(builder, size: str = "tiny", **kwargs):
+  """`builder(BackboneConfig(size, ...), ...)` with the keyword arguments
+  split between the backbone's configuration and the task builder (tests
+  mix them freely; the library keeps them apart)."""
+  backbone = {k: kwargs.pop(k) for k in list(kwargs) if k in _BACKBONE_FIELDS}
+  return builder(unloc_backbone.BackboneConfig(size=size, **backbone),
+                 **kwargs)

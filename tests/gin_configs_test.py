@@ -8,11 +8,8 @@ import numpy as np
 import pytest
 
 import gin
-from unloc_tf import (
-  config_files,
-  launch,  # noqa: F401  (registers nothing; checks import)
-)
-from unloc_tf.data import pipeline
+from unloc_tf import launch
+from unloc_tf.launch import config_files
 from unloc_tf.train import trainer
 
 EXPERIMENTS = [c for c in config_files.list_configs("experiments")]
@@ -85,16 +82,15 @@ def test_experiment_builds_at_tiny_size(tmp_path, name):
            f"ZERO_SHOT_SPLITS = '{data_dir}/zs.json'"]
   if "kinetics" in name:
     extra += ["NUM_CLASSES = 5", "TRAIN_STEPS = 10"]
-  launch.parse_gin([name], bindings + extra)
+  experiment = launch.load_experiment([name], bindings + extra)
   train_kwargs = gin.get_bindings(trainer.train)
   assert train_kwargs["total_steps"] > 0
-  model = train_kwargs["model_fn"]()
-  assert model.name
+  model = experiment.build_model()
+  assert model.built and model.task == experiment.task
   optimizer = train_kwargs["optimizer_fn"]()
   assert optimizer is not None
-  for scope in ("train", "eval"):
-    with gin.config_scope(scope):
-      config = gin.get_configurable(pipeline.InputConfig)()
+  assert experiment.evaluator.decode_settings.max_detections > 0
+  for config in (experiment.train_config, experiment.eval_config):
     assert config.task
     if config.class_names is not None:
       assert len(config.class_names) == config.num_output_classes or (

@@ -1,8 +1,11 @@
 """The import direction of the package (README, "Layout"), checked by AST.
 
-tools → launch → train/export → tasks → models → layers → ops/spec;
-data → targets → ops/spec; metrics imports nothing from the package and no
-TensorFlow.  Only unloc_tf/launch.py may import gin or absl.flags.
+  tools → predict → launch → train / export → tasks → models → layers →
+  ops / spec;  features, convert → train;  data → targets → ops / spec;
+  datasets → data, metrics;  visualize → datasets, metrics;  metrics
+  imports nothing from the package and no TensorFlow.
+
+Only the launch layer (`unloc_tf/launch/`) may import gin or absl.flags.
 """
 
 import ast
@@ -13,9 +16,10 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "unloc_tf")
 
 _LOW = {"spec", "ops"}
+_MODEL = _LOW | {"layers", "models", "losses", "postprocess", "tasks",
+                 "metrics"}
 ALLOWED = {
     "spec": set(),
-    "config_files": set(),
     "ops": {"spec"},
     "targets": _LOW,
     "data": _LOW | {"targets"},
@@ -23,15 +27,16 @@ ALLOWED = {
     "losses": _LOW,
     "postprocess": _LOW,
     "models": _LOW | {"layers"},
-    "tasks": _LOW | {"layers", "models", "losses", "postprocess"},
     "metrics": set(),
-    "export": _LOW | {"layers", "models", "losses", "postprocess", "tasks",
-                      "data"},
-    "train": _LOW | {"layers", "models", "losses", "postprocess", "tasks",
-                     "data", "targets", "metrics", "export"},
-    "launch": _LOW | {"layers", "models", "losses", "postprocess", "tasks",
-                      "data", "targets", "metrics", "export", "train",
-                      "config_files"},
+    "tasks": _LOW | {"layers", "models", "losses", "postprocess", "metrics"},
+    "export": _MODEL | {"data"},
+    "train": _MODEL | {"data", "targets", "export"},
+    "datasets": {"spec", "data", "metrics"},
+    "visualize": {"datasets", "metrics"},
+    "convert": _MODEL | {"data", "train"},
+    "features": _MODEL | {"data", "train"},
+    "launch": _MODEL | {"data", "targets", "export", "train"},
+    "predict": _MODEL | {"data", "export", "train", "launch", "visualize"},
 }
 
 
@@ -88,7 +93,20 @@ def test_import_direction(rel, path):
 
 def test_the_scan_sees_imports():
   """Guards the test itself: a known import must be found."""
-  names = set(_imports(os.path.join(ROOT, "data", "pipeline.py")))
+  names = set(_imports(os.path.join(ROOT, "data", "examples.py")))
   assert "unloc_tf.targets.localization" in names or (
       "unloc_tf.targets" in names)
   assert "tensorflow" in names
+
+
+TOOLS = os.path.join(os.path.dirname(ROOT), "tools")
+
+
+@pytest.mark.parametrize("name", sorted(
+    f for f in os.listdir(TOOLS) if f.endswith(".py")))
+def test_tools_are_thin(name):
+  """A tool parses flags and calls the library: no gin, no other tool."""
+  for imported in _imports(os.path.join(TOOLS, name)):
+    assert imported.split(".")[0] not in ("gin", "tools"), (
+        f"tools/{name} imports {imported}: read experiments through"
+        " unloc_tf.launch, and move shared code into the package")

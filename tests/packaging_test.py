@@ -1,5 +1,7 @@
-"""setup.py ships the gin configs, the vocabulary and the tools."""
+"""setup.py ships the gin configs, the vocabulary and the tools' console
+scripts."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +9,7 @@ import zipfile
 
 import pytest
 
-from unloc_tf import config_files
+from unloc_tf.launch import config_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,11 +39,12 @@ def test_wheel_contents(wheel):
   assert "unloc_tf/gin_configs/datasets/synthetic.gin" in names
   assert "unloc_tf/data/assets/bpe_simple_vocab_16e6.txt.gz" in names
   assert "unloc_tf/data/assets/LICENSE_clip_vocabulary.txt" in names
-  assert "unloc_tf/tools/make_synthetic.py" in names
-  assert "unloc_tf/tools/main_job.py" in names
+  assert "unloc_tf_tools/make_synthetic.py" in names
+  assert "unloc_tf_tools/main_job.py" in names
+  assert not any(n.startswith("unloc_tf/tools/") for n in names)
   entry = [n for n in names if n.endswith("entry_points.txt")]
   text = wheel.read(entry[0]).decode()
-  assert "unloc-make-synthetic = unloc_tf.tools.make_synthetic:run" in text
+  assert "unloc-make-synthetic = unloc_tf_tools.make_synthetic:run" in text
   assert not any(n.startswith("tests/") for n in names)
 
 
@@ -49,12 +52,31 @@ def test_installed_layout_finds_configs(wheel, tmp_path):
   """After pip install, configs are found inside the package."""
   wheel.extractall(tmp_path)
   code = ("import sys; sys.path.insert(0, %r); "
-          "from unloc_tf import config_files; "
+          "from unloc_tf.launch import config_files; "
           "print(config_files.find('datasets/synthetic'))" % str(tmp_path))
   out = subprocess.run([sys.executable, "-c", code], check=True,
                        capture_output=True, text=True, cwd=str(tmp_path))
   assert out.stdout.strip() == str(
       tmp_path / "unloc_tf" / "gin_configs" / "datasets" / "synthetic.gin")
+
+
+def test_installed_console_script_runs(wheel, tmp_path):
+  """A console script's module runs from the installed layout alone."""
+  wheel.extractall(tmp_path)
+  entry = [n for n in wheel.namelist() if n.endswith("entry_points.txt")]
+  line = next(ln for ln in wheel.read(entry[0]).decode().splitlines()
+              if ln.startswith("unloc-make-zero-shot-splits"))
+  module = line.split("=", 1)[1].strip().split(":")[0]
+  classes = tmp_path / "classes.txt"
+  classes.write_text("jump\nrun\nswim\nsit\n")
+  output = tmp_path / "splits.json"
+  out = subprocess.run(
+      [sys.executable, "-m", module, f"--class_list={classes}",
+       f"--output={output}", "--num_splits=2"], capture_output=True,
+      text=True, cwd=str(tmp_path),
+      env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+  assert out.returncode == 0, out.stderr
+  assert len(json.load(open(output))["splits"]) == 2
 
 
 def test_repo_gin_folder_does_not_shadow_gin_config():

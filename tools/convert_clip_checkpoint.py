@@ -8,25 +8,12 @@ r"""Converts a pretrained CLIP checkpoint into unloc_tf initial weights.
 `--source` is a Hugging Face `CLIPModel` directory (`model.safetensors` or
 `pytorch_model.bin` + `config.json` [+ `vocab.json`, `merges.txt`]) or an
 OpenAI / OpenCLIP `.pt` (a torch.save state dict, zip or legacy, or one of
-OpenAI's TorchScript files).  Nothing is downloaded, and torch is not needed:
-safetensors is parsed with numpy, and `.pt` pickles go through a restricted
-unpickler that refuses every global except torch's tensor-rebuild functions
-(a `.pt` calling `os.system` or `eval` is refused, naming the global, before
-anything runs).
-
-Sizes are read from the tensor shapes; attention heads from config.json, or
-`--model_size` (a `models.variants` size: base_16 for ViT-B/16, large_14 for
-ViT-L/14), or `--vision_heads`/`--text_heads`, else OpenAI's width / 64.
-The conversion is all or nothing: a checkpoint with names that map to
-nothing or without an expected tensor is refused with both lists
-(`--ignore_regex` drops names on purpose).
-
-The image tower gets a per-frame CLS table (CLIP's class embedding tiled to
-`--num_frames` rows), positions interpolated to `--image_size`; the text
-tower positions truncated to `--text_max_length`; CLIP's visual and text
-projections become `video_projection` / `text_projection` (omit with
-`--noprojections`, e.g. when the fusion width differs from CLIP's projection
-width); the logit scale goes to conversion.json (no unloc_tf variable).
+OpenAI's TorchScript files).  Nothing is downloaded and torch is not needed;
+a `.pt` naming any global but torch's tensor-rebuild functions is refused
+before anything runs.  Heads come from config.json, `--model_size`
+(base_16, large_14) or `--vision_heads`/`--text_heads`, else width / 64.
+All or nothing: unmapped or missing names refuse the conversion, listed
+(`--ignore_regex` drops names on purpose).  See `unloc_tf.convert.clip`.
 
 Output, in `--output_dir`:
   checkpoints/ckpt-0*  train from it with
@@ -51,13 +38,10 @@ import sys
 from absl import app, flags
 
 if __package__ in (None, ""):
-  # Run as a script (python tools/convert_clip_checkpoint.py): import the
-  # repo's unloc_tf and tools without installing them.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
-  from tools import clip_weights, torch_pickle  # noqa: E402
-else:
-  from . import clip_weights, torch_pickle  # noqa: E402
+
+from unloc_tf.convert import clip, clip_checkpoint, torch_pickle  # noqa: E402
 
 _SOURCE = flags.DEFINE_string(
     "source", None, "Hugging Face CLIP directory (or its .safetensors/.bin),"
@@ -99,7 +83,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    summary = clip_weights.convert(
+    summary = clip.convert(
         _SOURCE.value, _OUTPUT_DIR.value, model_size=_MODEL_SIZE.value,
         num_frames=_NUM_FRAMES.value, frame_token=_FRAME_TOKEN.value,
         image_size=_IMAGE_SIZE.value, text_max_length=_TEXT_MAX_LENGTH.value,
@@ -107,7 +91,7 @@ def main(argv):
         projections=_PROJECTIONS.value, ignore_regex=_IGNORE.value,
         overwrite=_OVERWRITE.value)
   except (torch_pickle.UnsafePickleError, torch_pickle.TorchFileError,
-          clip_weights.CheckpointMismatchError, FileExistsError,
+          clip_checkpoint.CheckpointMismatchError, FileExistsError,
           FileNotFoundError, ValueError) as e:
     print(f"convert_clip_checkpoint: {e}", file=sys.stderr)
     return 1

@@ -32,7 +32,7 @@ loaded).  `--output_npz` also writes {variable.path: array}
 
 The inverse: `--to_reference=out.npz|out.msgpack` restores the model from
 `--workdir`'s latest checkpoint and writes the reference-named tree
-(`reference_params.export_reference_tree`).  `--list` only prints the
+(`unloc_tf.convert.reference.to_reference`).  `--list` only prints the
 reference tree's names and shapes.
 """
 
@@ -47,15 +47,9 @@ from absl import app, flags
 if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
-  from tools import reference_params  # noqa: E402
-else:
-  from . import reference_params  # noqa: E402
 
-import tensorflow as tf  # noqa: E402
-
-import gin  # noqa: E402
-from unloc_tf import launch  # noqa: E402
-from unloc_tf.train import checkpoints, trainer  # noqa: E402
+from unloc_tf.convert import reference, reference_io  # noqa: E402
+from unloc_tf.launch import flags as launch_flags  # noqa: E402
 
 _REFERENCE = flags.DEFINE_string(
     "reference_checkpoint", None, "Reference parameters: .npz, Flax msgpack"
@@ -76,104 +70,35 @@ _LIST = flags.DEFINE_bool(
     "list", False, "Print the reference tree's names and shapes and exit.")
 
 
-def build_model(reference_shapes=None):
-  """The gin-configured task model (trainer.train.model_fn), built.
-
-  Only the model function's bindings are evaluated (not the datasets' or
-  the evaluator's), so no data is needed: `DATA_DIR` may be any string.
-  """
-  try:
-    ref = gin.query_parameter("trainer.train.model_fn")
-  except ValueError as e:
-    raise ValueError("the gin config binds no trainer.train.model_fn: pass"
-                     " an experiment with --gin_file") from e
-  if isinstance(ref, gin.config.ConfigurableReference) and not ref.evaluate:
-    model_fn = ref.scoped_configurable_fn
-  else:
-    model_fn = gin.get_bindings(trainer.train)["model_fn"]
-  model = model_fn()
-  return reference_params.build_task_model(model, reference_shapes)
-
-
-def convert(reference_checkpoint: str, workdir: str,
-            output_npz: str | None = None, head_name: str | None = None,
-            ignore_regex: str | None = None) -> dict:
-  """Reads, maps and writes; returns the conversion report.
-
-  Raises:
-    reference_params.ReferenceTreeMismatch: the checkpoint does not map
-      completely onto the gin model (nothing is written).
-    FileExistsError: `workdir` already has checkpoints.
-  """
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if tf.train.latest_checkpoint(ckpt_dir):
-    raise FileExistsError(
-        f"{ckpt_dir} already holds a checkpoint; convert into an empty"
-        " --workdir")
-  tree = reference_params.read_reference_tree(reference_checkpoint)
-  shapes = {k: v.shape for k, v in tree.items()}
-  model = build_model(shapes)
-  report = reference_params.import_reference_tree(
-      model, tree, head_name=head_name, ignore_regex=ignore_regex,
-      source=reference_checkpoint)
-  saver = checkpoints.Checkpointer(ckpt_dir, model)
-  prefix = saver.save(0)
-  if output_npz:
-    checkpoints.save_weights_npz(model, output_npz)
-  launch.write_operative_config(workdir)
-  summary = {
-      "reference_checkpoint": os.path.abspath(reference_checkpoint),
-      "task": reference_params.task_of(model),
-      "model": model.name,
-      "checkpoint": prefix,
-      "output_npz": output_npz,
-      "num_parameters": int(sum(v.size for v in tree.values())),
-      **report,
-  }
-  with open(os.path.join(workdir, "conversion.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  return summary
-
-
-def to_reference(workdir: str, output: str,
-                 head_name: str | None = None) -> dict:
-  """Writes the reference-named tree of the model in `workdir`."""
-  model = build_model()
-  report = checkpoints.restore_partial(
-      model, os.path.join(workdir, "checkpoints"), adapt_shapes=False)
-  if report["missing"] or report["unused"]:
-    raise ValueError(
-        f"{workdir}/checkpoints does not match the gin model: missing"
-        f" {report['missing']}, unused {report['unused']}")
-  tree = reference_params.export_reference_tree(model, head_name)
-  reference_params.write_reference_tree(output, tree)
-  return {"output": output, "num_names": len(tree)}
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _LIST.value:
     if not _REFERENCE.value:
       raise app.UsageError("--list needs --reference_checkpoint")
-    tree = reference_params.read_reference_tree(_REFERENCE.value)
-    print(reference_params.describe_tree(tree), end="")
+    print(reference_io.describe_reference_checkpoint(_REFERENCE.value),
+          end="")
     return
-  workdir = launch.WORKDIR.value
+  workdir = launch_flags.WORKDIR.value
   if not workdir:
     raise app.UsageError("--workdir is required")
-  launch.parse_gin(launch.GIN_FILES.value, launch.GIN_BINDINGS.value)
+  if not _TO_REFERENCE.value and not _REFERENCE.value:
+    raise app.UsageError("--reference_checkpoint is required")
+  # Only the model is built: DATA_DIR may be any string.
+  experiment = launch_flags.load_experiment()
   if _TO_REFERENCE.value:
-    result = to_reference(workdir, _TO_REFERENCE.value, _HEAD_NAME.value)
+    result = reference.to_reference(experiment.model_fn(), workdir,
+                                    _TO_REFERENCE.value, _HEAD_NAME.value)
   else:
-    if not _REFERENCE.value:
-      raise app.UsageError("--reference_checkpoint is required")
     try:
-      result = convert(_REFERENCE.value, workdir, _OUTPUT_NPZ.value,
-                       _HEAD_NAME.value, _IGNORE.value)
-    except reference_params.ReferenceTreeMismatch as e:
+      result = reference.convert(
+          _REFERENCE.value, experiment.model_fn(), workdir,
+          output_npz=_OUTPUT_NPZ.value, head_name=_HEAD_NAME.value,
+          ignore_regex=_IGNORE.value)
+    except reference.ReferenceTreeMismatch as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(1)
+    experiment.write_operative_config(workdir)
     result = {k: v for k, v in result.items() if k != "loaded"}
   print(json.dumps(result, indent=1))
 

@@ -23,10 +23,8 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
-from unloc_tf.metrics import (
-  formats,  # noqa: E402
-  zero_shot,  # noqa: E402
-)
+from unloc_tf.datasets import activitynet  # noqa: E402
+from unloc_tf.metrics import formats, zero_shot  # noqa: E402
 
 
 def _define_flags() -> None:
@@ -44,7 +42,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  gt, _ = formats.read_activitynet(f.ground_truth, subset=f.subset)
+  gt, _ = activitynet.read_activitynet(f.ground_truth, subset=f.subset)
   with open(f.splits) as fh:
     splits = json.load(fh)["splits"]
   preds = [formats.read_activitynet_results(f.predictions.format(split=i))

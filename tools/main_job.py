@@ -44,6 +44,7 @@ if __package__ in (None, ""):
 
 from unloc_tf import launch, spec  # noqa: E402
 from unloc_tf.data import synthetic  # noqa: E402
+from unloc_tf.launch import flags as launch_flags  # noqa: E402
 
 # --workdir is launch's flag (the tools share it); here it defaults to
 # /tmp/unloc_main and holds data/, runs/<task>/, export/ and the results.
@@ -141,23 +142,13 @@ def _serve_one_request(export_base: str, data_dir: str, gin_args: list
   its captions as strings (the `serving_text` signature)."""
   import tensorflow as tf  # noqa: PLC0415
   import tensorflow_text  # noqa: F401, PLC0415 (registers TF-Text ops)
-  from absl import logging  # noqa: PLC0415
 
-  import gin  # noqa: PLC0415
   from unloc_tf.data import pipeline  # noqa: PLC0415
 
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(logging.FATAL)  # gin's search-path probing is noisy
-  try:
-    launch.parse_gin([a.split("=", 1)[1] for a in gin_args
-                      if a.startswith("--gin_file=")],
-                     [a.split("=", 1)[1] for a in gin_args
-                      if a.startswith("--gin_bindings=")])
-  finally:
-    logging.set_verbosity(verbosity)
-  with gin.config_scope("eval"):
-    config = gin.get_bindings(pipeline.make_dataset)["config"]
-  gin.clear_config()
+  config = launch.load_experiment(
+      [a.split("=", 1)[1] for a in gin_args if a.startswith("--gin_file=")],
+      [a.split("=", 1)[1] for a in gin_args
+       if a.startswith("--gin_bindings=")]).eval_config
   files = os.path.join(data_dir, spec.MR, "test-*")
   batch = next(iter(pipeline.make_dataset(files, config, is_training=False,
                                           global_batch_size=1)))
@@ -233,7 +224,7 @@ def _peak_rss_gib() -> float:
 def main(argv):
   del argv
   start = time.perf_counter()
-  work = launch.WORKDIR.value or DEFAULT_WORKDIR
+  work = launch_flags.WORKDIR.value or DEFAULT_WORKDIR
   mode = _INPUT_MODE.value
   _, default_train, default_test, default_steps = MODES[mode]
   steps_flag = _STEPS.value or default_steps

@@ -30,6 +30,7 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
+from unloc_tf.datasets import common  # noqa: E402
 from unloc_tf.metrics import zero_shot  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   try:
-    names = zero_shot.read_class_list(f.class_list)
+    names = common.read_class_list(f.class_list)
     splits = zero_shot.make_splits(names, seen_fraction=f.seen_fraction,
                                    num_splits=f.num_splits, seed=f.seed)
   except (ValueError, OSError) as e:

@@ -4,8 +4,8 @@ r"""Trains UnLoc: flags say where and how, gin says what.
       --gin_bindings="DATA_DIR='/tmp/unloc_main/data'" --workdir=/tmp/w
 
 A job killed at any moment and started again with the same command resumes
-from its last checkpoint (same step, learning rate and next batch).  The
-operative config is written to <workdir>/operative_config.gin.
+from its last checkpoint.  The operative config is written to
+<workdir>/operative_config.gin.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
-from unloc_tf import launch  # noqa: E402
-from unloc_tf.train import trainer  # noqa: E402
+from unloc_tf.launch import flags as launch_flags  # noqa: E402
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  launch.parse_gin(launch.GIN_FILES.value, launch.GIN_BINDINGS.value)
-  launch.check_training_records()
-  launch.run(trainer.train, parse=False)
+  workdir = launch_flags.required_workdir()
+  experiment = launch_flags.load_experiment()
+  experiment.check_training_records()
+  experiment.train(workdir, launch_flags.make_strategy())
 
 
 def run():

@@ -6,38 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from unloc_tf.data import augment
-
-_BRANCH_NAMES = (
-    "AutoContrast", "Equalize", "Invert", "Posterize", "Solarize", "Color",
-    "Contrast", "Brightness", "Sharpness", "Cutout", "SolarizeAdd", "identity",
+from tests import fixtures
+from tests.data.clip_helpers import (
+  assert_frames_identical,
+  clip_seed,
+  coord_clip,
+  same_frames_clip,
 )
-
-
-def _coord_clip(t: int, h: int, w: int) -> np.ndarray:
-  """uint8 [t, h, w, 3] with pixel (t, y, x) = (y, x, t); needs h, w <= 256."""
-  tt, yy, xx = np.meshgrid(
-      np.arange(t), np.arange(h), np.arange(w), indexing="ij"
-  )
-  return np.stack([yy, xx, tt], axis=-1).astype(np.uint8)
-
-
-def _same_frames_clip(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
-  frame = np.random.RandomState(seed).randint(0, 256, (1, h, w, 3))
-  return np.repeat(frame, t, axis=0).astype(np.uint8)
-
-
-def _seed(a: int, b: int = 0) -> tf.Tensor:
-  return tf.constant([a, b], tf.int32)
-
-
-def _assert_frames_identical(clip: np.ndarray) -> None:
-  for t in range(1, clip.shape[0]):
-    np.testing.assert_array_equal(clip[t], clip[0])
-
-
-def _branch(name: str):
-  return augment._rand_augment_branches(10)[_BRANCH_NAMES.index(name)]
+from unloc_tf.data import augment, records
 
 
 # ---------------------------------------------------------------------------
@@ -46,11 +22,11 @@ def _branch(name: str):
 @pytest.mark.parametrize("is_training", [True, False])
 @pytest.mark.parametrize("normalize_output", [True, False])
 def test_preprocess_clip_shapes_and_dtypes(is_training, normalize_output):
-  clip = tf.constant(_same_frames_clip(2, 300, 400))
+  clip = tf.constant(same_frames_clip(2, 300, 400))
   out = augment.preprocess_clip(
       clip,
       is_training=is_training,
-      seed=_seed(3) if is_training else None,
+      seed=clip_seed(3) if is_training else None,
       jitter_scale=True,
       rand_augment=True,
       normalize_output=normalize_output,
@@ -75,14 +51,14 @@ def test_preprocess_clip_static_shape_with_dynamic_spatial_dims():
   assert out_spec.dtype == tf.float32
 
 
-def test_training_requires_a_seed():
+def test_training_requires_aclip_seed():
   with pytest.raises(ValueError):
     augment.preprocess_clip(
         tf.zeros([1, 64, 64, 3], tf.uint8), is_training=True, crop_size=32
     )
 
 
-def test_same_seed_same_output_and_eval_ignores_seed():
+def test_same_seed_same_output_and_eval_ignoresclip_seed():
   clip = tf.constant(
       np.random.RandomState(1).randint(0, 256, (3, 50, 70, 3)), tf.uint8
   )
@@ -94,17 +70,17 @@ def test_same_seed_same_output_and_eval_ignores_seed():
       lambda s: augment.preprocess_clip(clip, is_training=True, seed=s,
                                         **kwargs)
   )
-  a = augment.preprocess_clip(clip, is_training=True, seed=_seed(7, 1),
+  a = augment.preprocess_clip(clip, is_training=True, seed=clip_seed(7, 1),
                               **kwargs).numpy()
-  b = augment.preprocess_clip(clip, is_training=True, seed=_seed(7, 1),
+  b = augment.preprocess_clip(clip, is_training=True, seed=clip_seed(7, 1),
                               **kwargs).numpy()
-  c = graph_fn(_seed(7, 1)).numpy()
+  c = graph_fn(clip_seed(7, 1)).numpy()
   np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(a, c)
   # Eval: no randomness, the seed is irrelevant, result = centre crop.
   e1 = augment.preprocess_clip(clip, is_training=False, crop_size=32,
                                min_resize=40, normalize_output=False)
-  e2 = augment.preprocess_clip(clip, is_training=False, seed=_seed(9),
+  e2 = augment.preprocess_clip(clip, is_training=False, seed=clip_seed(9),
                                crop_size=32, min_resize=40,
                                normalize_output=False)
   expected = augment.center_crop(augment.resize_short_side(clip, 40), 32)
@@ -116,70 +92,39 @@ def test_same_seed_same_output_and_eval_ignores_seed():
 # One transform per clip; different seeds give different transforms.
 # ---------------------------------------------------------------------------
 def test_every_random_op_is_clip_consistent():
-  clip = tf.constant(_same_frames_clip(3, 48, 64))
+  clip = tf.constant(same_frames_clip(3, 48, 64))
   for i in range(4):
-    s = _seed(i, 11)
-    _assert_frames_identical(augment.scale_jitter(clip, s).numpy())
-    _assert_frames_identical(augment.random_crop(clip, 32, s).numpy())
-    _assert_frames_identical(augment.random_flip(clip, s).numpy())
-    _assert_frames_identical(augment.rand_augment(clip, s).numpy())
-    _assert_frames_identical(
+    s = clip_seed(i, 11)
+    assert_frames_identical(augment.scale_jitter(clip, s).numpy())
+    assert_frames_identical(augment.random_crop(clip, 32, s).numpy())
+    assert_frames_identical(augment.random_flip(clip, s).numpy())
+    assert_frames_identical(
         augment.preprocess_clip(
             clip, is_training=True, seed=s, crop_size=32, min_resize=40,
             jitter_scale=True, rand_augment=True, normalize_output=False,
         ).numpy()
     )
-  for name in _BRANCH_NAMES:
-    out = _branch(name)(clip, _seed(5)).numpy()
-    assert out.shape == clip.shape and out.dtype == np.uint8, name
-    _assert_frames_identical(out)
 
 
 def test_different_seeds_give_different_transforms():
-  clip = tf.constant(_coord_clip(2, 60, 80))
-  crops = {augment.random_crop(clip, 32, _seed(i)).numpy().tobytes()
+  clip = tf.constant(coord_clip(2, 60, 80))
+  crops = {augment.random_crop(clip, 32, clip_seed(i)).numpy().tobytes()
            for i in range(6)}
   assert len(crops) > 1
   flips = {bool(np.array_equal(
-      augment.random_flip(clip, _seed(i)).numpy(), clip.numpy()))
+      augment.random_flip(clip, clip_seed(i)).numpy(), clip.numpy()))
            for i in range(16)}
   assert flips == {True, False}
-  sizes = {augment.scale_jitter(clip, _seed(i)).shape[1:3] for i in range(4)}
+  sizes = {augment.scale_jitter(clip, clip_seed(i)).shape[1:3]
+           for i in range(4)}
   assert len(sizes) > 1
-  photo = tf.constant(
-      np.random.RandomState(2).randint(20, 230, (2, 32, 32, 3)), tf.uint8
-  )
-  outs = {augment.rand_augment(photo, _seed(i)).numpy().tobytes()
-          for i in range(8)}
-  assert len(outs) >= 4
-
-
-def test_rand_augment_draws_and_composition():
-  # Every branch gets drawn, and the layers draw independently.
-  all_ops = np.stack([augment._rand_augment_draws(_seed(i, 3), 3)[0].numpy()
-                      for i in range(120)])
-  assert set(all_ops.ravel().tolist()) == set(range(12))
-  assert (all_ops[:, 0] != all_ops[:, 1]).mean() > 0.7
-  # rand_augment = the drawn branches applied in order.
-  clip = tf.constant(
-      np.random.RandomState(5).randint(0, 256, (2, 24, 24, 3)), tf.uint8
-  )
-  branches = augment._rand_augment_branches(10)
-  for i in range(6):
-    ops, arg_seeds = augment._rand_augment_draws(_seed(i), 3)
-    expected = clip
-    for op, arg_seed in zip(ops.numpy(), arg_seeds, strict=True):
-      expected = branches[op](expected, arg_seed)
-    np.testing.assert_array_equal(
-        augment.rand_augment(clip, _seed(i)).numpy(), expected.numpy()
-    )
 
 
 # ---------------------------------------------------------------------------
 # Geometry.
 # ---------------------------------------------------------------------------
 def test_center_crop_picks_the_central_window():
-  clip = _coord_clip(2, 40, 61)
+  clip = coord_clip(2, 40, 61)
   out = augment.center_crop(tf.constant(clip), 32).numpy()
   assert out.shape == (2, 32, 32, 3)
   # Offsets (40 - 32) // 2 = 4 and (61 - 32) // 2 = 14.
@@ -189,10 +134,10 @@ def test_center_crop_picks_the_central_window():
 
 
 def test_random_crop_is_one_window_shared_by_all_frames():
-  clip = _coord_clip(3, 50, 70)
+  clip = coord_clip(3, 50, 70)
   offsets = set()
   for i in range(8):
-    out = augment.random_crop(tf.constant(clip), 32, _seed(i)).numpy()
+    out = augment.random_crop(tf.constant(clip), 32, clip_seed(i)).numpy()
     oy, ox = int(out[0, 0, 0, 0]), int(out[0, 0, 0, 1])
     assert 0 <= oy <= 50 - 32 and 0 <= ox <= 70 - 32
     np.testing.assert_array_equal(out, clip[:, oy:oy + 32, ox:ox + 32])
@@ -201,18 +146,18 @@ def test_random_crop_is_one_window_shared_by_all_frames():
 
 
 def test_random_crop_resizes_up_a_too_small_clip():
-  clip = tf.constant(_same_frames_clip(2, 20, 30))
-  out = augment.random_crop(clip, 24, _seed(0))
+  clip = tf.constant(same_frames_clip(2, 20, 30))
+  out = augment.random_crop(clip, 24, clip_seed(0))
   assert out.shape == (2, 24, 24, 3)
 
 
 def test_flip_reverses_columns():
-  clip = _coord_clip(2, 8, 10)
-  flipped = augment.random_flip(tf.constant(clip), _seed(0), prob=1.0)
+  clip = coord_clip(2, 8, 10)
+  flipped = augment.random_flip(tf.constant(clip), clip_seed(0), prob=1.0)
   np.testing.assert_array_equal(flipped.numpy(), clip[:, :, ::-1])
   np.testing.assert_array_equal(flipped.numpy()[:, 3, :, 1],
                                 np.tile(np.arange(9, -1, -1), (2, 1)))
-  kept = augment.random_flip(tf.constant(clip), _seed(0), prob=0.0)
+  kept = augment.random_flip(tf.constant(clip), clip_seed(0), prob=0.0)
   np.testing.assert_array_equal(kept.numpy(), clip)
 
 
@@ -240,12 +185,12 @@ def test_resize_short_side_is_a_noop_at_256():
 
 
 def test_scale_jitter_bounds_and_probability():
-  clip = tf.constant(_same_frames_clip(1, 100, 200))
+  clip = tf.constant(same_frames_clip(1, 100, 200))
   for i in range(6):
-    h, w = augment.scale_jitter(clip, _seed(i)).shape[1:3]
+    h, w = augment.scale_jitter(clip, clip_seed(i)).shape[1:3]
     assert 90 <= h <= 133 and 180 <= w <= 266
   np.testing.assert_array_equal(
-      augment.scale_jitter(clip, _seed(1), prob=0.0).numpy(), clip.numpy()
+      augment.scale_jitter(clip, clip_seed(1), prob=0.0).numpy(), clip.numpy()
   )
 
 
@@ -262,108 +207,6 @@ def test_normalize_known_values():
                         [1.930336, 2.074884, 2.145897],
                         [0.076336, 0.168897, 0.339949]]])
   np.testing.assert_allclose(out, expected, atol=1e-5)
-
-
-# ---------------------------------------------------------------------------
-# RandAugment branches on hand-computed values (magnitude 10).
-# ---------------------------------------------------------------------------
-def _apply(name, pixels):
-  return _branch(name)(tf.constant(pixels, tf.uint8), _seed(0)).numpy()
-
-
-def test_pointwise_branches_known_values():
-  v = np.array([0, 100, 127, 128, 183, 200, 255], np.uint8)
-  clip = np.broadcast_to(v[None, None, :, None], (1, 1, 7, 3))
-  np.testing.assert_array_equal(_apply("Invert", clip)[0, 0, :, 0], 255 - v)
-  # Posterize keeps 4 bits: 183 = 0b10110111 -> 0b10110000 = 176.
-  np.testing.assert_array_equal(
-      _apply("Posterize", clip)[0, 0, :, 0], [0, 96, 112, 128, 176, 192, 240]
-  )
-  # Solarize threshold int(256) wraps to 0 in uint8 (reference): all inverted.
-  np.testing.assert_array_equal(_apply("Solarize", clip)[0, 0, :, 0], 255 - v)
-  # SolarizeAdd: +110 below 128 only.
-  np.testing.assert_array_equal(
-      _apply("SolarizeAdd", clip)[0, 0, :, 0],
-      [110, 210, 237, 128, 183, 200, 255],
-  )
-  # Brightness factor 1.9, clipped: 100 -> 190, 127 -> 241.3 -> 241.
-  np.testing.assert_array_equal(
-      _apply("Brightness", clip)[0, 0, :, 0], [0, 190, 241, 243, 255, 255, 255]
-  )
-  np.testing.assert_array_equal(_apply("identity", clip), clip)
-
-
-def test_autocontrast_stretches_each_channel_over_the_clip():
-  clip = np.zeros([2, 1, 3, 3], np.uint8)
-  clip[0, 0, :, 0] = [50, 100, 150]
-  clip[1, 0, :, 0] = [60, 100, 140]
-  clip[..., 1] = 7  # constant channel: left unchanged
-  clip[..., 2] = [[[0, 128, 255]], [[0, 128, 255]]]  # already full range
-  out = _apply("AutoContrast", clip)
-  # Channel 0: clip-wide [50, 150] -> [0, 255]; scale 2.55, offset -127.5.
-  np.testing.assert_array_equal(out[0, 0, :, 0], [0, 127, 255])
-  np.testing.assert_array_equal(out[1, 0, :, 0], [25, 127, 229])
-  np.testing.assert_array_equal(out[..., 1], 7)
-  np.testing.assert_array_equal(out[..., 2], clip[..., 2])
-
-
-def test_equalize_builds_the_pil_lut_from_the_clip_histogram():
-  # 510 pixels at 10, one at 20: step = (511 - 1) // 255 = 2,
-  # lut[10] = (0 + 1) // 2 = 0, lut[20] = (510 + 1) // 2 = 255.
-  values = np.full(511, 10, np.uint8)
-  values[-1] = 20
-  clip = np.stack([values] * 3, axis=-1).reshape(7, 1, 73, 3)
-  out = _apply("Equalize", clip).reshape(-1, 3)
-  np.testing.assert_array_equal(out[:-1], 0)
-  np.testing.assert_array_equal(out[-1], 255)
-  # Too few pixels (step == 0): unchanged.
-  small = clip[:1, :, :4]
-  np.testing.assert_array_equal(_apply("Equalize", small), small)
-
-
-def test_contrast_blends_towards_the_reference_pixel_count_value():
-  # The reference's "mean" is (T*H*W) / 256: 2 * 16 * 16 / 256 = 2.
-  clip = np.full([2, 16, 16, 3], 100, np.uint8)
-  # 2 + 1.9 * (100 - 2) = 188.2 -> 188.
-  np.testing.assert_array_equal(_apply("Contrast", clip), 188)
-  big = np.full([1, 256, 256, 3], 200, np.uint8)  # 256 clipped to 255
-  # 255 + 1.9 * (200 - 255) = 150.5 -> 150.
-  np.testing.assert_array_equal(_apply("Contrast", big), 150)
-
-
-def test_color_saturates_and_keeps_grey():
-  clip = np.array([[[[100, 100, 100], [150, 100, 50]]]], np.uint8)
-  out = _apply("Color", clip)
-  np.testing.assert_array_equal(out[0, 0, 0], [100, 100, 100])
-  # Grey of (150, 100, 50) is 110 (trunc of 110.3): 110 + 1.9 * (c - 110).
-  np.testing.assert_array_equal(out[0, 0, 1], [186, 91, 0])
-
-
-def test_sharpness_extrapolates_away_from_the_smoothed_frame():
-  clip = np.full([2, 5, 5, 3], 100, np.uint8)
-  clip[:, 2, 2] = 200
-  out = _apply("Sharpness", clip)
-  # Centre: smoothed (8 * 100 + 5 * 200) / 13 = 138; 138 + 1.9 * 62 -> 255.
-  np.testing.assert_array_equal(out[:, 2, 2], 255)
-  # Neighbour: (7 * 100 + 200 + 5 * 100) / 13 = 107; 107 - 1.9 * 7 -> 93.
-  np.testing.assert_array_equal(out[:, 1, 2], 93)
-  # Frame borders keep their values.
-  np.testing.assert_array_equal(out[:, 0], 100)
-  np.testing.assert_array_equal(out[:, :, 4], 100)
-
-
-def test_cutout_is_one_zero_box_of_at_most_80_pixels_in_every_frame():
-  clip = np.full([3, 200, 220, 3], 9, np.uint8)
-  for i in range(4):
-    out = _branch("Cutout")(tf.constant(clip), _seed(i)).numpy()
-    _assert_frames_identical(out)
-    zero = out[0, ..., 0] == 0
-    rows, cols = np.nonzero(zero)
-    assert zero.any()
-    box = zero[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    assert box.all()  # a full rectangle
-    assert box.shape[0] <= 80 and box.shape[1] <= 80
-    np.testing.assert_array_equal(out[0][~zero], 9)
 
 
 # ---------------------------------------------------------------------------
@@ -401,15 +244,76 @@ def test_runs_in_tf_data_map_with_per_element_seeds():
   assert out.shape == (6, 3, 32, 32, 3) and out.dtype == np.float32
 
 
-def test_keras_rand_augment_is_clip_consistent_in_tf_data():
-  """The Keras 3 core RandAugment option: one transform for the whole clip."""
-  frame = np.random.default_rng(0).integers(0, 255, (1, 16, 16, 3))
-  clip = np.repeat(frame, 4, axis=0).astype(np.uint8)
-  ds = tf.data.Dataset.from_tensors(clip).repeat(3).map(
-      lambda c: augment.keras_rand_augment(c, num_layers=2, magnitude=8))
-  outs = [o.numpy() for o in ds]
-  for o in outs:
-    assert o.shape == clip.shape and o.dtype == np.uint8
-    for t in range(1, 4):
-      np.testing.assert_array_equal(o[t], o[0])
-  assert any(not np.array_equal(o, clip) for o in outs)
+# ---------------------------------------------------------------------------
+# Stored JPEG frames.
+# ---------------------------------------------------------------------------
+def _jpegs(height, width, chroma_downsampling=False):
+  """5 JPEG frames (string [5]) and the frames they decode to."""
+  frames = fixtures.frames(5, height, width)
+  if chroma_downsampling:
+    jpegs = [tf.io.encode_jpeg(f, quality=90).numpy() for f in frames]
+  else:
+    jpegs = records.encode_jpeg(frames)
+  decoded = tf.stack([tf.io.decode_jpeg(j, channels=3) for j in jpegs])
+  return tf.constant(jpegs), decoded
+
+
+# (stored height, width, min_resize, crop_size, chroma_downsampling): stored
+# at the short side (crop decoded alone), needing a resize, and stored at a
+# short side below the crop (resized, not crop-decoded).  The crop-only
+# decode equals the full decode for 4:4:4 JPEGs (what the package writes),
+# not for 4:2:0 ones (libjpeg's cropped decode changes the chroma upsampling
+# at a few pixels), so 4:2:0 is only checked where the clip is resized.
+_STORED = [(24, 33, 24, 16, False), (24, 33, 20, 16, False),
+           (33, 24, 28, 16, False), (12, 16, 12, 16, False),
+           (24, 33, 20, 16, True), (12, 16, 12, 16, True)]
+
+
+@pytest.mark.parametrize(
+    "height,width,min_resize,crop_size,chroma_downsampling", _STORED)
+def test_decode_eval_frames_is_preprocess_clip_of_the_decoded_frames(
+    height, width, min_resize, crop_size, chroma_downsampling):
+  jpegs, decoded = _jpegs(height, width, chroma_downsampling)
+  out = augment.decode_eval_frames(jpegs, crop_size, min_resize)
+  assert out.shape == (5, crop_size, crop_size, 3) and out.dtype == tf.uint8
+  expected = augment.preprocess_clip(
+      decoded, is_training=False, crop_size=crop_size,
+      min_resize=min_resize, normalize_output=False)
+  np.testing.assert_array_equal(out.numpy(), expected.numpy())
+  graph = tf.function(augment.decode_eval_frames, reduce_retracing=True)
+  np.testing.assert_array_equal(
+      graph(jpegs, crop_size, min_resize).numpy(), expected.numpy())
+
+
+@pytest.mark.parametrize("is_training", [True, False])
+@pytest.mark.parametrize("jitter_scale", [False, True])
+@pytest.mark.parametrize("height,width,min_resize,crop_size,_", _STORED[:3])
+def test_decode_clip_is_preprocess_clip_of_the_decoded_frames(
+    height, width, min_resize, crop_size, _, jitter_scale, is_training):
+  jpegs, decoded = _jpegs(height, width)
+  kwargs = dict(is_training=is_training, crop_size=crop_size,
+                min_resize=min_resize, jitter_scale=jitter_scale,
+                rand_augment=True, num_layers=2, normalize_output=False)
+  for i in range(3):
+    s = clip_seed(i, 4)
+    out = augment.decode_clip(jpegs, seed=s, **kwargs)
+    expected = augment.preprocess_clip(decoded, seed=s, **kwargs)
+    np.testing.assert_array_equal(out.numpy(), expected.numpy())
+  if not is_training:  # evaluation is decode_eval_frames, then normalize
+    np.testing.assert_array_equal(
+        augment.decode_clip(jpegs, **dict(kwargs, normalize_output=True))
+        .numpy(),
+        augment.normalize(augment.decode_eval_frames(
+            jpegs, crop_size, min_resize)).numpy())
+
+
+def test_decode_clip_with_scale_jitter_decodes_in_full():
+  """With scale jitter the clip is decoded in full, also at evaluation (where
+  the jitter is off): exact even on 4:2:0 JPEGs stored at the short side."""
+  jpegs, decoded = _jpegs(24, 33, chroma_downsampling=True)
+  for is_training in (True, False):
+    kwargs = dict(is_training=is_training, seed=clip_seed(2), crop_size=16,
+                  min_resize=24, jitter_scale=True, normalize_output=False)
+    np.testing.assert_array_equal(
+        augment.decode_clip(jpegs, **kwargs).numpy(),
+        augment.preprocess_clip(decoded, **kwargs).numpy())

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from tests import fixtures
 from unloc_tf import spec
-from unloc_tf.data import pipeline, records
+from unloc_tf.data import augment, input_config, pipeline, records
 
 Seg = records.Segment
 N0 = 8
@@ -257,8 +257,6 @@ def test_as_center_window_and_training_offsets(tmp_path):
 
 
 def test_normalize_in_pipeline(tmp_path):
-  from unloc_tf.data import augment
-
   fixtures.write(tmp_path, "d", _tal_records())
   outs = [_first(pipeline.make_dataset(
       str(tmp_path / "d-*"), _config(spec.TAL, normalize=norm),
@@ -356,37 +354,6 @@ def test_missing_files_is_a_clear_error(tmp_path):
                           is_training=True, global_batch_size=1)
 
 
-def test_config_errors():
-  with pytest.raises(ValueError, match="needs class_names"):
-    pipeline.InputConfig(task=spec.TAL, num_classes=3)
-  with pytest.raises(ValueError, match="embedding_dim"):
-    pipeline.InputConfig(task=spec.MR, input_mode="embeddings")
-
-
-@pytest.mark.parametrize("is_training", [True, False])
-def test_decode_and_crop_fast_path_equals_full_decode(tmp_path, is_training):
-  """Frames stored at the target short side decode only the crop; the
-  pixels are the ones preprocess_clip gives on the fully decoded clip."""
-  from unloc_tf.data import augment, schema
-
-  rec = fixtures.video_record("v", n=10, segments=[Seg(1, 4, 0)])
-  [path] = fixtures.write(tmp_path, "d", [rec])
-  cfg = _config(spec.TAL, min_resize=24, crop_size=16, rand_augment=True)
-  proc = pipeline._Processor(cfg, is_training, validate=True)
-  raw = next(iter(tf.data.TFRecordDataset(path)))
-  p = proc.parse(tf.constant(path), tf.constant(0, tf.int64), raw)
-  indices = tf.constant([0, 1, 3, 4, 5, 6, 8, 9])
-  seed = tf.constant([5, 11], tf.int64)
-  fast = proc._visual(p, indices, seed)[spec.FRAMES].numpy()
-  decoded = tf.stack([tf.io.decode_jpeg(p[spec.IMAGE_ENCODED][i])
-                      for i in indices.numpy()])
-  slow = augment.preprocess_clip(
-      decoded, is_training=is_training, seed=seed, crop_size=16,
-      min_resize=24, rand_augment=True, normalize_output=False).numpy()
-  np.testing.assert_array_equal(fast, slow)
-  del schema
-
-
 def test_mr_iterator_checkpoints_with_the_graph_tokenizer(tmp_path):
   """Captions are tokenised in the graph (a stateful BPE cache): the
   iterator still checkpoints and resumes at the same batch."""
@@ -402,3 +369,36 @@ def test_mr_iterator_checkpoints_with_the_graph_tokenizer(tmp_path):
   it2 = iter(ds)
   tf.train.Checkpoint(iterator=it2).restore(path)
   np.testing.assert_array_equal(next(it2)[spec.TEXT_IDS].numpy(), expected)
+
+
+@pytest.mark.parametrize("min_resize", [24, 20])  # stored at size, resized
+@pytest.mark.parametrize("task", [spec.TAL, spec.AS])
+def test_eval_frames_are_decode_eval_frames(tmp_path, task, min_resize):
+  """The evaluation pixels are `augment.decode_eval_frames` of the stored
+  JPEGs at the sampled indices (what extract_features caches), whether the
+  24x32 frames are stored at the short side (crop decoded alone) or not."""
+  recs = _tal_records()
+  fixtures.write(tmp_path, "d", recs)
+  cfg = _config(task, min_resize=min_resize, crop_size=16)
+  ds = pipeline.make_dataset(str(tmp_path / "d-*"), cfg, is_training=False,
+                             global_batch_size=2)
+  jpegs = {r.media_id.encode(): tf.constant(r.frames) for r in recs}
+  rows = 0
+  for b in ds:
+    for j in range(2):
+      if not b[pipeline.BATCH_MASK][j]:
+        continue
+      stored = jpegs[b[spec.VIDEO_ID][j].numpy()]
+      expected = augment.decode_eval_frames(
+          tf.gather(stored, b[spec.FRAME_INDICES][j]), 16, min_resize)
+      np.testing.assert_array_equal(b[spec.FRAMES][j], expected)
+      rows += 1
+  # AS: ceil(n / 8) windows of the 12, 16 and 20 frames.
+  assert rows == (3 if task == spec.TAL else 2 + 2 + 3)
+
+
+def test_the_pipeline_re_exports_its_config():
+  """Gin binds `pipeline.InputConfig`; callers use these names here."""
+  assert pipeline.InputConfig is input_config.InputConfig
+  assert pipeline.describe_batch is input_config.describe_batch
+  assert pipeline.BATCH_MASK == input_config.BATCH_MASK == "batch_mask"

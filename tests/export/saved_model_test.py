@@ -22,11 +22,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import fixtures
 from unloc_tf import postprocess, spec
 from unloc_tf.data import text as text_lib
 from unloc_tf.export import op_audit
 from unloc_tf.export import saved_model as export_lib
-from unloc_tf.tasks import action_localizer, action_segmenter, moment_retriever
+from unloc_tf.tasks import (
+  action_localizer,
+  action_segmenter,
+  base,
+  moment_retriever,
+)
 
 N0, L, S, D = 8, 6, 32, 12
 PYR = spec.PyramidSpec(N0, num_levels=2,
@@ -294,8 +300,9 @@ def exports(tmp_path_factory):
   static C = 3 without it; MR (embeddings) with dynamic K."""
   base = str(tmp_path_factory.mktemp("export"))
   keras.utils.set_random_seed(0)
-  tal = action_localizer.build_action_localizer(
-      "tiny", pyramid_spec=PYR, input_mode="frames", image_size=S,
+  tal = fixtures.build_task(
+      action_localizer.build_action_localizer, "tiny", pyramid_spec=PYR,
+      input_mode="frames", image_size=S,
       text_max_length=L, num_conv_layers=2)
   tal_base = os.path.join(base, "tal")
   common = dict(model=tal, export_dir=tal_base, task=spec.TAL, num_frames=N0,
@@ -304,8 +311,9 @@ def exports(tmp_path_factory):
   tal_v2 = export_lib.export(num_text=len(CLASS_NAMES),
                              class_names=CLASS_NAMES, text_signature=False,
                              audit=False, **common)
-  mr = moment_retriever.build_moment_retriever(
-      "tiny", pyramid_spec=PYR, input_mode="embeddings", image_size=S,
+  mr = fixtures.build_task(
+      moment_retriever.build_moment_retriever, "tiny", pyramid_spec=PYR,
+      input_mode="embeddings", image_size=S,
       text_max_length=L, num_conv_layers=2)
   mr(_numeric(_caption_request(1, 0, 2)))
   mr_dir = export_lib.export(
@@ -437,9 +445,13 @@ def test_existing_version_is_never_overwritten(exports):
 
 
 def test_export_rejects_mismatched_arguments(exports):
-  with pytest.raises(ValueError, match="MomentRetriever"):
+  with pytest.raises(ValueError, match="ActionLocalizer was built for task"
+                     " 'temporal_localization', not 'moment_retrieval'"):
     export_lib.export(model=exports["tal"], export_dir=exports["base"],
                       task=spec.MR, num_frames=N0)
+  with pytest.raises(ValueError, match="export takes a task model"):
+    export_lib.export(model=keras.Sequential(), export_dir=exports["base"],
+                      num_frames=N0)
   with pytest.raises(ValueError, match="image_size"):
     export_lib.export(model=exports["tal"], export_dir=exports["base"],
                       task=spec.TAL, num_frames=N0, image_size=64)
@@ -599,8 +611,9 @@ def test_bad_inputs_give_errors_naming_the_input(plain_run):
 # ---------------------------------------------------------------------------
 def test_highlight_detection_export(tmp_path):
   keras.utils.set_random_seed(1)
-  model = action_localizer.build_action_localizer(
-      "tiny", task=spec.HD, pyramid_spec=PYR, input_mode="embeddings",
+  model = fixtures.build_task(
+      action_localizer.build_action_localizer, "tiny", task=spec.HD,
+      pyramid_spec=PYR, input_mode="embeddings",
       text_max_length=L, num_conv_layers=2)
   queries = ["a man opens the door", "x", "the dog runs"]
   req = _video(3, 10, "embeddings")
@@ -630,15 +643,17 @@ def test_highlight_detection_export(tmp_path):
 
 def test_action_segmentation_export_with_prompts(tmp_path):
   keras.utils.set_random_seed(2)
-  model = action_segmenter.build_action_segmenter(
-      "tiny", num_frames=N0, input_mode="embeddings", text_max_length=L)
+  model = fixtures.build_task(
+      action_segmenter.build_action_segmenter, "tiny", num_frames=N0,
+      input_mode="embeddings", text_max_length=L)
   prompts = ["a video of {}.", "{} now"]
   names = ["cut", "stir fry"]
   path = export_lib.export(model=model, export_dir=str(tmp_path),
                            task=spec.AS, num_frames=N0,
                            input_mode="embeddings", embedding_dim=D,
                            text_max_length=L, num_text=2, class_names=names,
-                           prompts=prompts, background_logit_threshold=-10.0,
+                           prompts=prompts, settings=base.DecodeSettings(
+                               background_logit_threshold=-10.0),
                            audit=False)
   loaded = tf.saved_model.load(path)
   req = _video(2, 11, "embeddings")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 
-import keras
 import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras_hub.src.models.clip.clip_layers import CLIPEncoderLayer
 
+from tests import test_case
 from unloc_tf.layers import clip_image_encoder as cie
 from unloc_tf.layers.clip_image_encoder import CLIPImageEncoder
 
@@ -192,39 +192,23 @@ def test_token_mode_matches_keras_hub_clip_vision_encoder():
       enc(x).numpy(), ref.numpy().reshape(2, T, 32), atol=1e-5)
 
 
-def test_get_config_round_trip():
-  kwargs = dict(patch_size=4, hidden_dim=16, num_layers=1, num_heads=4,
-                intermediate_dim=24, image_size=8, num_frames=3,
-                frame_token="gap", layer_norm_epsilon=1e-6,
-                normalize_input=False, remat=True)
-  enc = CLIPImageEncoder(name="tower", **kwargs)
-  config = enc.get_config()
-  for k, v in kwargs.items():
-    assert config[k] == v, k
-  clone = CLIPImageEncoder.from_config(config)
-  assert clone.get_config() == config
-  restored = keras.saving.deserialize_keras_object(
-      keras.saving.serialize_keras_object(enc))
-  assert isinstance(restored, CLIPImageEncoder)
-  assert restored.get_config() == config
-  x = np.random.default_rng(0).normal(size=(1, 3, 8, 8, 3)).astype(np.float32)
-  enc.build(x.shape)
-  restored.build(x.shape)
-  restored.set_weights(enc.get_weights())
-  np.testing.assert_array_equal(restored(x).numpy(), enc(x).numpy())
+def test_layer_checks_token_mode(tmp_path):
+  """Config, .keras file, XLA and one training step (tests/test_case.py)."""
+  test_case.run_layer_test(
+      CLIPImageEncoder, dict(KW, name="image_encoder"), _frames(),
+      expected_output_shape=(2, T, 32), tmp_path=tmp_path)
 
 
-# Keras' own .keras writer (keras/src/backend/tensorflow/core.py) calls
-# np.array(variable, copy=False), which numpy 2 flags.
-@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-def test_keras_file_round_trip(tmp_path):
-  inputs = keras.Input((T, S, S, 3), dtype="uint8")
-  model = keras.Model(inputs, CLIPImageEncoder(**KW)(inputs))
-  path = str(tmp_path / "image_encoder.keras")
-  model.save(path)
-  loaded = keras.saving.load_model(path)
-  frames = _frames()
-  np.testing.assert_array_equal(loaded(frames).numpy(), model(frames).numpy())
+def test_layer_checks_gap_mode_float_input_remat(tmp_path):
+  frames = np.random.default_rng(0).normal(size=(1, 3, 8, 8, 3))
+  test_case.run_layer_test(
+      CLIPImageEncoder,
+      dict(patch_size=4, hidden_dim=16, num_layers=1, num_heads=4,
+           intermediate_dim=24, image_size=8, num_frames=3,
+           frame_token="gap", layer_norm_epsilon=1e-6, normalize_input=False,
+           remat=True),
+      frames.astype(np.float32), expected_output_shape=(1, 3, 16),
+      tmp_path=tmp_path)
 
 
 def test_dynamic_batch_graph():
@@ -236,15 +220,6 @@ def test_dynamic_batch_graph():
   np.testing.assert_allclose(fn(frames).numpy(), enc(frames).numpy(),
                              atol=1e-5)
   assert fn(frames[:1]).shape == (1, T, 32)
-
-
-@pytest.mark.parametrize("mode", ["token", "gap"])
-def test_xla_matches_eager(mode):
-  enc = _encoder(frame_token=mode)
-  frames = tf.constant(_frames())
-  xla = tf.function(lambda x: enc(x), jit_compile=True)
-  np.testing.assert_allclose(xla(frames).numpy(), enc(frames).numpy(),
-                             atol=1e-5)
 
 
 def _loss_and_grads(enc, frames):

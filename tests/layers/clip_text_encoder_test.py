@@ -6,13 +6,13 @@ CLIP), width 32, 2 blocks, 2 heads, MLP 64, max_length 8.
 
 from __future__ import annotations
 
-import keras
 import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras_hub.src.models.clip.clip_layers import CLIPEncoderLayer
 
+from tests import test_case
 from unloc_tf.layers import clip_text_encoder as cte
 from unloc_tf.layers.clip_text_encoder import CLIPTextEncoder
 
@@ -96,46 +96,15 @@ def test_matches_keras_hub_clip_text_encoder():
         enc(ids).numpy(), kh({"token_ids": ids}).numpy(), atol=1e-5)
 
 
-def test_get_config_round_trip():
-  kwargs = dict(vocabulary_size=50, hidden_dim=16, num_layers=1, num_heads=4,
-                intermediate_dim=24, max_length=6, layer_norm_epsilon=1e-6)
-  enc = CLIPTextEncoder(**kwargs)
-  config = enc.get_config()
-  for k, v in kwargs.items():
-    assert config[k] == v, k
-  assert CLIPTextEncoder.from_config(config).get_config() == config
-  restored = keras.saving.deserialize_keras_object(
-      keras.saving.serialize_keras_object(enc))
-  assert isinstance(restored, CLIPTextEncoder)
-  ids = np.array([[1, 7, 49, 0, 0, 0]], np.int32)
-  enc.build(ids.shape)
-  restored.build(ids.shape)
-  restored.set_weights(enc.get_weights())
-  np.testing.assert_array_equal(restored(ids).numpy(), enc(ids).numpy())
-
-
-# Keras' own .keras writer (keras/src/backend/tensorflow/core.py) calls
-# np.array(variable, copy=False), which numpy 2 flags.
-@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-def test_keras_file_round_trip(tmp_path):
-  ids = keras.Input((8,), dtype="int32")
-  mask = keras.Input((8,), dtype="bool")
-  model = keras.Model([ids, mask],
-                      CLIPTextEncoder(**KW)(ids, padding_mask=mask))
-  path = str(tmp_path / "text_encoder.keras")
-  model.save(path)
-  loaded = keras.saving.load_model(path)
-  np.testing.assert_array_equal(loaded([IDS, IDS > 0]).numpy(),
-                                model([IDS, IDS > 0]).numpy())
-
-
-def test_xla_matches_eager():
-  enc = _encoder()
-  ids = tf.constant(IDS)
-  mask = tf.constant(IDS > 0)
-  xla = tf.function(lambda i, m: enc(i, padding_mask=m), jit_compile=True)
-  np.testing.assert_allclose(xla(ids, mask).numpy(),
-                             enc(ids, padding_mask=mask).numpy(), atol=1e-5)
+def test_layer_checks(tmp_path):
+  """Config, .keras file, XLA and one training step (tests/test_case.py)."""
+  test_case.run_layer_test(
+      CLIPTextEncoder,
+      dict(vocabulary_size=64, hidden_dim=16, num_layers=1, num_heads=4,
+           intermediate_dim=24, max_length=8, layer_norm_epsilon=1e-6,
+           name="text_encoder"),
+      IDS, call_kwargs=dict(padding_mask=IDS > 0),
+      expected_output_shape=(3, 8, 16), tmp_path=tmp_path)
 
 
 def test_gradients_reach_used_embeddings_only():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import test_case
 from unloc_tf.layers import feature_pyramid as fp
 from unloc_tf.ops import masks
 
@@ -224,36 +224,22 @@ def test_none_is_one_layer_norm_with_eps_1e6():
 
 
 # ---------------------------------------------------------------------------
-# Serialisation and XLA.
+# The shared layer checks (config, .keras file, XLA, one training step).
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["simple", "fpn", "none"])
-def test_get_config_round_trip_and_xla(mode):
-  layer = _pyramid(mode, num_levels=3)
-  _randomize(layer, seed=10)
-  config = layer.get_config()
-  assert {"mode", "num_levels", "hidden_dim",
-          "layer_norm_epsilon"} <= set(config)
-  clone = keras.saving.deserialize_keras_object(
-      keras.saving.serialize_keras_object(layer))
-  if not clone.built:
-    clone.build((None, None, D))
-  clone.set_weights(layer.get_weights())
+def test_layer_checks(mode, tmp_path):
   rng = np.random.default_rng(11)
   if mode == "fpn":
     inputs = [rng.normal(size=(2, 8 // 2**l, D)).astype(np.float32)
               for l in range(3)]
   else:
     inputs = rng.normal(size=(2, 8, D)).astype(np.float32)
-  eager = [o.numpy() for o in layer(inputs)]
-  for a, b in zip(eager, clone(inputs)):
-    np.testing.assert_allclose(a, b.numpy(), atol=1e-6)
-
-  @tf.function(jit_compile=True)
-  def run(inputs):
-    return layer(inputs)
-
-  for a, b in zip(eager, run(inputs)):
-    np.testing.assert_allclose(a, b.numpy(), atol=1e-5)
+  shapes = [(2, 8, D)] if mode == "none" else [(2, 8 // 2**l, D)
+                                               for l in range(3)]
+  test_case.run_layer_test(
+      fp.FeaturePyramid,
+      dict(mode=mode, num_levels=3, hidden_dim=D, layer_norm_epsilon=1e-5),
+      inputs, expected_output_shape=shapes, tmp_path=tmp_path)
 
 
 def test_bad_arguments():

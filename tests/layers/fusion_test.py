@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import test_case
 from unloc_tf.layers import fusion as fusion_lib
 from unloc_tf.ops import masks, position
 
@@ -355,57 +355,42 @@ def test_bad_inputs():
 
 
 # ---------------------------------------------------------------------------
-# Serialisation and XLA.
+# The shared layer checks (config, .keras file, XLA, one training step).
 # ---------------------------------------------------------------------------
-def test_get_config_round_trip():
-  f = _fusion(text_mode="all_tokens", pyramid="fpn", dropout_rate=0.1,
-              attention_dropout_rate=0.05, stochastic_depth_rate=0.2,
-              fpn_downsample="avg_pool", position_embedding="learned",
-              max_length=16, layer_norm_epsilon=1e-5, name="video_text_fusion")
-  video, vmask, text, tmask = _inputs("all_tokens", "all", seed=17)
-  want = f(video, vmask, text=text, text_mask=tmask)
-  config = f.get_config()
-  for key in ("hidden_dim", "num_layers", "num_heads", "mlp_dim",
-              "dropout_rate", "attention_dropout_rate",
-              "stochastic_depth_rate", "text_mode", "pyramid", "num_levels",
-              "fpn_layer_indices", "fpn_downsample", "position_embedding",
-              "max_length", "layer_norm_epsilon"):
-    assert key in config, key
-  clone = keras.saving.deserialize_keras_object(
-      keras.saving.serialize_keras_object(f))
-  assert isinstance(clone, fusion_lib.VideoTextFusion)
-  assert clone.get_config() == config
-  clone(video, vmask, text=text, text_mask=tmask)
-  clone.set_weights(f.get_weights())
-  got = clone(video, vmask, text=text, text_mask=tmask)
-  for key in want:
-    np.testing.assert_allclose(got[key].numpy(), want[key].numpy(),
-                               atol=1e-6)
-  assert [w.path for w in clone.weights] == [w.path for w in f.weights]
-  assert "video_text_fusion/encoderblock_2/MultiHeadAttention_0/query/kernel" \
-      in [w.path for w in f.weights]
-  assert "video_text_fusion/feature_pyramid/output_conv_1/kernel" in [
-      w.path for w in f.weights]
-
-
-@pytest.mark.parametrize("text_mode,pairing,pyramid", [
-    ("pooled", "all", "simple"),
-    ("all_tokens", "paired", "fpn"),
-    ("none", "all", "none"),
+@pytest.mark.parametrize("text_mode,pairing,pyramid,extra", [
+    ("pooled", "all", "simple", {}),
+    ("all_tokens", "paired", "fpn",
+     dict(dropout_rate=0.1, attention_dropout_rate=0.05,
+          stochastic_depth_rate=0.2, fpn_downsample="avg_pool",
+          position_embedding="learned", max_length=16,
+          layer_norm_epsilon=1e-5, name="video_text_fusion")),
+    ("none", "all", "none", {}),
 ])
-def test_xla_matches_eager(text_mode, pairing, pyramid):
-  f = _fusion(text_mode=text_mode, pyramid=pyramid)
+def test_layer_checks(text_mode, pairing, pyramid, extra, tmp_path):
+  kwargs = dict(hidden_dim=D, num_layers=3, num_heads=2, mlp_dim=16,
+                num_levels=1 if pyramid == "none" else LEVELS,
+                fpn_layer_indices=(0, 1, 2), text_mode=text_mode,
+                pyramid=pyramid, **extra)
   video, vmask, text, tmask = _inputs(text_mode, pairing, seed=18)
   vmask[1, 6:] = 0
-  f(video, vmask, text=text, text_mask=tmask, pairing=pairing)
-  _randomize(f, seed=19)
-  eager = f(video, vmask, text=text, text_mask=tmask, pairing=pairing)
-
-  @tf.function(jit_compile=True)
-  def run(video, vmask, text, tmask):
-    return f(video, vmask, text=text, text_mask=tmask, pairing=pairing)
-
-  got = run(video, vmask, text, tmask)
-  for key in eager:
-    np.testing.assert_allclose(got[key].numpy(), eager[key].numpy(),
-                               atol=1e-5)
+  call_kwargs = dict(pairing=pairing)
+  if text is not None:
+    call_kwargs["text"] = text
+  if tmask is not None:
+    call_kwargs["text_mask"] = tmask
+  nt = NT if (pairing == "all" and text_mode != "none") else 1
+  t_tot = N0 if pyramid == "none" else T_TOT
+  layer, _ = test_case.run_layer_test(
+      fusion_lib.VideoTextFusion, kwargs, (video, vmask),
+      call_kwargs=call_kwargs,
+      expected_output_shape={"tokens": (B, nt, t_tot, D),
+                             "mask": (B, nt, t_tot), "text": (B, nt, D)},
+      tmp_path=tmp_path,
+      # One .keras round trip is enough: the modes share their sub-layers.
+      run_saving=pyramid == "fpn")
+  # Weight paths follow the reference parameter tree (§2.11).
+  paths = [w.path for w in layer.weights]
+  assert f"{layer.name}/encoderblock_2/MultiHeadAttention_0/query/kernel" in (
+      paths)
+  if pyramid != "none":
+    assert f"{layer.name}/feature_pyramid/output_conv_1/kernel" in paths

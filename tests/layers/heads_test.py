@@ -6,14 +6,13 @@ forwards or from calling the head's own sub-blocks on one level by hand.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from tests import test_case
 from unloc_tf.layers import heads
 
 D = 8
@@ -161,8 +160,16 @@ def test_conv_block_initializer_distributions():
 
 
 # ---------------------------------------------------------------------------
-# LocalizationHead: shapes, XLA.
+# LocalizationHead variants: the shared layer checks (shapes, XLA, config,
+# .keras file, one training step; tests/test_case.py).
 # ---------------------------------------------------------------------------
+# Non-default values for the config round trip of one variant.
+_CONFIG_VALUES = dict(
+  kernel_size=5,
+  classification_bias=-5.0,
+  regression_bias=1.0,
+  layer_norm_epsilon=1e-5,
+)
 VARIANTS = [
   dict(scoring="early", weight_sharing=True, per_class=True, num_outputs=1),
   dict(scoring="early", weight_sharing=False, per_class=True, num_outputs=1),
@@ -173,10 +180,17 @@ VARIANTS = [
   dict(scoring="late", weight_sharing=True, per_class=True, num_outputs=1),
   dict(scoring="late", weight_sharing=False, per_class=False, num_outputs=1),
 ]
+_LATE_SHARED = 6  # Gets the _CONFIG_VALUES.
+# A .keras round trip for one early and one late variant (the others differ
+# only in which sub-layers exist, which the config check covers).
+_SAVED = (0, _LATE_SHARED)
 
 
 def _variant(v):
-  head = _head(
+  kwargs = dict(
+    level_lengths=LEVELS,
+    hidden_dim=D,
+    num_conv_layers=2,
     scoring=v["scoring"],
     weight_sharing=v["weight_sharing"],
     output_per_class_displacements=v["per_class"],
@@ -193,35 +207,55 @@ def _variant(v):
   else:
     args = (_rand(b, nt, T_TOT, D),)
     expected = (b, nt, T_TOT)
-  return head, args, expected
+  return kwargs, args, expected
 
 
 def _id(v):
   return "-".join(f"{k}={val}" for k, val in v.items())
 
 
-@pytest.mark.parametrize("v", VARIANTS, ids=_id)
-def test_shapes_and_xla_matches_eager(v):
-  head, args, expected = _variant(v)
-  logits, distances = head(*args)
-  assert tuple(logits.shape) == expected
-  assert tuple(distances.shape) == expected + (2,)
+@pytest.mark.parametrize("index", range(len(VARIANTS)),
+                         ids=[_id(v) for v in VARIANTS])
+def test_localization_head_layer_checks(index, tmp_path):
+  kwargs, args, expected = _variant(VARIANTS[index])
+  if index == _LATE_SHARED:
+    kwargs.update(_CONFIG_VALUES)
+  _, (logits, distances) = test_case.run_layer_test(
+    heads.LocalizationHead,
+    kwargs,
+    args,
+    expected_output_shape=(expected, expected + (2,)),
+    run_saving=index in _SAVED,
+    tmp_path=tmp_path,
+  )
   assert np.all(distances.numpy() > 0.0)  # sigmoid
-  _randomize(head)
-  eager = head(*args)
-  xla = tf.function(head, jit_compile=True)(*args)
-  for e, x in zip(eager, xla):
-    assert tuple(x.shape) == tuple(e.shape)
-    np.testing.assert_allclose(x.numpy(), e.numpy(), atol=1e-5)
 
 
-def test_static_shapes_under_tf_function():
-  head = _head()
-  spec = tf.TensorSpec((2, 3, T_TOT, D), tf.float32)
-  fn = tf.function(head, jit_compile=True)
-  logits, distances = fn.get_concrete_function(spec).structured_outputs
-  assert logits.shape.as_list() == [2, 3, T_TOT]
-  assert distances.shape.as_list() == [2, 3, T_TOT, 2]
+def test_conv_block_layer_checks(tmp_path):
+  test_case.run_layer_test(
+    heads.ConvBlock,
+    dict(
+      output_dim=3,
+      num_conv_layers=2,
+      hidden_dim=6,
+      kernel_size=5,
+      init_proj_bias=0.3,
+      layer_norm_epsilon=1e-5,
+    ),
+    _rand(2, 3, 7, D),
+    expected_output_shape=(2, 3, 7, 3),
+    tmp_path=tmp_path,
+  )
+
+
+def test_segmentation_head_layer_checks(tmp_path):
+  test_case.run_layer_test(
+    heads.SegmentationHead,
+    dict(init_bias=-2.0),
+    _rand(2, 3, 5, D),
+    expected_output_shape=(2, 5, 3),
+    tmp_path=tmp_path,
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -515,103 +549,6 @@ def test_segmentation_head(init_bias):
 
 def test_segmentation_head_default_bias_is_coin_prior():
   assert heads.SegmentationHead().init_bias == -6.6
-
-
-# ---------------------------------------------------------------------------
-# Configs and serialisation.
-# ---------------------------------------------------------------------------
-def _ctor_args(cls):
-  params = inspect.signature(cls.__init__).parameters
-  return {
-    n for n, p in params.items() if n != "self" and p.kind != p.VAR_KEYWORD
-  }
-
-
-CONFIG_CASES = [
-  (
-    heads.ConvBlock,
-    dict(
-      output_dim=3,
-      num_conv_layers=2,
-      hidden_dim=6,
-      kernel_size=5,
-      init_proj_bias=0.3,
-      layer_norm_epsilon=1e-5,
-    ),
-    lambda: (_rand(2, 3, 7, D),),
-  ),
-  (
-    heads.LocalizationHead,
-    dict(
-      level_lengths=LEVELS,
-      hidden_dim=6,
-      num_conv_layers=1,
-      kernel_size=5,
-      weight_sharing=True,
-      classification_bias=-5.0,
-      regression_bias=1.0,
-      distance_normalizer="relu_clip",
-      output_per_class_displacements=False,
-      num_outputs=1,
-      scoring="late",
-      layer_norm_epsilon=1e-5,
-    ),
-    lambda: (_rand(2, 1, T_TOT, D), _rand(3, D, seed=2)),
-  ),
-  (
-    heads.LocalizationHead,
-    dict(
-      level_lengths=LEVELS,
-      hidden_dim=6,
-      num_conv_layers=2,
-      weight_sharing=False,
-      distance_normalizer="sigmoid",
-      num_outputs=4,
-    ),
-    lambda: (_rand(2, 1, T_TOT, D),),
-  ),
-  (heads.SegmentationHead, dict(init_bias=-2.0), lambda: (_rand(2, 3, 5, D),)),
-]
-
-
-@pytest.mark.parametrize(
-  "cls,kwargs,inputs", CONFIG_CASES, ids=lambda c: getattr(c, "__name__", "")
-)
-def test_get_config_round_trip(cls, kwargs, inputs):
-  layer = cls(**kwargs)
-  args = inputs()
-  out = layer(*args)
-  _randomize(layer)
-  out = keras.tree.flatten(layer(*args))
-  config = layer.get_config()
-  assert _ctor_args(cls) <= set(config)
-  for k, v in kwargs.items():
-    expected = list(v) if isinstance(v, tuple) else v
-    assert config[k] == expected, k
-  clone = cls.from_config(config)
-  assert clone.get_config() == config
-  clone(*args)
-  clone.set_weights(layer.get_weights())
-  for a, b in zip(out, keras.tree.flatten(clone(*args))):
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
-  # Registered under the unloc_tf package.
-  serialized = keras.saving.serialize_keras_object(layer)
-  assert serialized["registered_name"] == f"unloc_tf>{cls.__name__}"
-  restored = keras.saving.deserialize_keras_object(serialized)
-  assert isinstance(restored, cls)
-
-
-def test_keras_file_round_trip(tmp_path):
-  tokens = keras.Input((3, T_TOT, D), batch_size=2)
-  logits, distances = _head(distance_normalizer="sigmoid")(tokens)
-  model = keras.Model(tokens, [logits, distances])
-  _randomize(model)
-  x = _rand(2, 3, T_TOT, D)
-  path = str(tmp_path / "head.keras")
-  model.save(path)
-  loaded = keras.saving.load_model(path)
-  for a, b in zip(model(x), loaded(x)):
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 # ---------------------------------------------------------------------------

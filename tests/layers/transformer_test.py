@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import test_case
 from unloc_tf.layers import transformer
 from unloc_tf.ops import masks, position
 
@@ -239,41 +240,30 @@ def test_dropout_only_in_training():
 
 
 # ---------------------------------------------------------------------------
-# Serialisation and XLA.
+# The shared layer checks (config, .keras file, XLA, one training step).
 # ---------------------------------------------------------------------------
-def test_get_config_round_trip():
-  block = _block(dropout_rate=0.1, attention_dropout_rate=0.2,
-                 stochastic_depth_rate=0.3, layer_norm_epsilon=1e-5,
-                 name="encoderblock_3")
-  config = block.get_config()
-  for key in ("hidden_dim", "num_heads", "mlp_dim", "dropout_rate",
-              "attention_dropout_rate", "stochastic_depth_rate",
-              "layer_norm_epsilon"):
-    assert key in config
-  clone = transformer.TransformerBlock.from_config(config)
-  clone.build((None, None, D))
-  clone.set_weights(block.get_weights())
-  assert clone.get_config() == config
-  x = np.random.default_rng(7).normal(size=(2, 4, D)).astype(np.float32)
-  km = np.array([[1, 1, 1, 0], [1, 1, 1, 1]])
-  np.testing.assert_allclose(clone(x, key_mask=km).numpy(),
-                             block(x, key_mask=km).numpy(), atol=1e-6)
-  # Through Keras serialisation (the registered name).
-  ser = keras.saving.serialize_keras_object(block)
-  again = keras.saving.deserialize_keras_object(ser)
-  assert isinstance(again, transformer.TransformerBlock)
-  assert again.stochastic_depth_rate == pytest.approx(0.3)
-
-
-def test_xla_matches_eager():
-  block = _block()
-  _randomize(block, seed=8)
+def test_transformer_block_layer_checks(tmp_path):
   x = np.random.default_rng(9).normal(size=(3, 5, D)).astype(np.float32)
   km = np.array([[1, 1, 1, 0, 0], [1] * 5, [1, 0, 1, 0, 1]], np.int32)
-  eager = block(x, key_mask=km).numpy()
+  test_case.run_layer_test(
+      transformer.TransformerBlock,
+      dict(hidden_dim=D, num_heads=H, mlp_dim=MLP, dropout_rate=0.1,
+           attention_dropout_rate=0.2, stochastic_depth_rate=0.3,
+           layer_norm_epsilon=1e-5, name="encoderblock_3"),
+      x, call_kwargs=dict(key_mask=km), expected_output_shape=(3, 5, D),
+      tmp_path=tmp_path)
 
-  @tf.function(jit_compile=True)
-  def run(x, km):
-    return block(x, key_mask=km)
 
-  np.testing.assert_allclose(run(x, km).numpy(), eager, atol=1e-5)
+def test_mlp_block_layer_checks(tmp_path):
+  x = np.random.default_rng(10).normal(size=(2, 3, D)).astype(np.float32)
+  test_case.run_layer_test(
+      transformer.MlpBlock, dict(mlp_dim=MLP, out_dim=6, dropout_rate=0.1),
+      x, expected_output_shape=(2, 3, 6), tmp_path=tmp_path)
+
+
+def test_stochastic_depth_layer_checks(tmp_path):
+  x = np.random.default_rng(11).normal(size=(4, 3, D)).astype(np.float32)
+  test_case.run_layer_test(
+      transformer.StochasticDepth, dict(rate=0.25, seed=3), x,
+      expected_output_shape=(4, 3, D), tmp_path=tmp_path,
+      run_training=False)  # No weights to train.

@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from unloc_tf.metrics import formats, localization, zero_shot
+from unloc_tf.datasets import activitynet
+from unloc_tf.metrics import localization, zero_shot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -126,8 +127,8 @@ def test_restrict_ground_truth():
 @real_data
 def test_zero_shot_evaluation_on_activitynet_val():
   """A split of the real val GT; perfect unseen predictions score mAP 1."""
-  gt, _ = formats.read_activitynet(ANET_VAL)
-  names = formats.activitynet_class_names(gt)
+  gt, _ = activitynet.read_activitynet(ANET_VAL)
+  names = activitynet.activitynet_class_names(gt)
   splits = zero_shot.make_splits(names, 0.75, num_splits=2)
   total = sum(len(v) for v in gt.values())
   results = []
@@ -148,17 +149,6 @@ def test_zero_shot_evaluation_on_activitynet_val():
   agg = zero_shot.aggregate(results)
   assert agg["mAP@0.5"]["mean"] == pytest.approx(1.0)
   assert agg["mAP@0.5"]["std"] == pytest.approx(0.0)
-
-
-def test_read_class_list(tmp_path):
-  path = tmp_path / "classes.txt"
-  path.write_text("# ActivityNet\nBallet\n\n  Zumba \nArm wrestling\n")
-  assert zero_shot.read_class_list(str(path)) == ["Ballet", "Zumba",
-                                                  "Arm wrestling"]
-  path.write_text("Ballet\nZumba\nBallet\n")
-  with pytest.raises(ValueError, match="line 3: class 'Ballet' duplicates"
-                     " line 1"):
-    zero_shot.read_class_list(str(path))
 
 
 def _run_tool(*args):

@@ -20,13 +20,15 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tests.tasks import tasks_test as t
+from tests import fixtures
 from unloc_tf import spec
 from unloc_tf.tasks import moment_retriever
 
 x = t.batch(spec.MR, "embeddings", num_text=t.K)
 tf.keras.utils.set_random_seed(1)
-model = moment_retriever.build_moment_retriever(
-    "tiny", pyramid_spec=t.PYR, input_mode="embeddings", num_conv_layers=2,
+model = fixtures.build_task(
+      moment_retriever.build_moment_retriever, "tiny", pyramid_spec=t.PYR,
+      input_mode="embeddings", num_conv_layers=2,
     **t.SMALL)
 model(x, training=True)
 

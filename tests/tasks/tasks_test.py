@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import fixtures
 from unloc_tf import spec
 from unloc_tf.tasks import (
   action_localizer,
@@ -77,7 +78,8 @@ def batch(task, mode="frames", text="tokens", num_text=C):
 def _tal(**kw):
   args = dict(pyramid_spec=PYR, num_conv_layers=2, **SMALL)
   args.update(kw)
-  return action_localizer.build_action_localizer("tiny", **args)
+  return fixtures.build_task(
+      action_localizer.build_action_localizer, "tiny", **args)
 
 
 @pytest.mark.parametrize("mode", ["frames", "embeddings"])
@@ -135,8 +137,9 @@ def test_hd_pairs_video_with_its_query():
 
 @pytest.mark.parametrize("all_pairs", [True, False])
 def test_mr_shapes_and_loss(all_pairs):
-  model = moment_retriever.build_moment_retriever(
-      "tiny", pyramid_spec=PYR, input_mode="embeddings", all_pairs=all_pairs,
+  model = fixtures.build_task(
+      moment_retriever.build_moment_retriever, "tiny", pyramid_spec=PYR,
+      input_mode="embeddings", all_pairs=all_pairs,
       num_conv_layers=2, **SMALL)
   x = batch(spec.MR, "embeddings", num_text=K)
   out = model(x, training=True)
@@ -154,14 +157,16 @@ def test_mr_shapes_and_loss(all_pairs):
 
 
 def test_as_and_classification_shapes():
-  seg = action_segmenter.build_action_segmenter(
-      "tiny", num_frames=N0, input_mode="embeddings", **SMALL)
+  seg = fixtures.build_task(
+      action_segmenter.build_action_segmenter, "tiny", num_frames=N0,
+      input_mode="embeddings", **SMALL)
   x = batch(spec.AS, "embeddings")
   out = seg(x)
   assert out["logits"].shape == (B, N0, C)
   assert np.isfinite(seg.compute_loss(x=x, y_pred=out).numpy())
-  cls = video_text_classifier.build_video_text_classifier(
-      "tiny", num_frames=N0, input_mode="embeddings", **SMALL)
+  cls = fixtures.build_task(
+      video_text_classifier.build_video_text_classifier, "tiny", num_frames=N0,
+      input_mode="embeddings", **SMALL)
   x = batch(spec.CLS, "embeddings")
   out = cls(x)
   assert out["logits"].shape == (B, C)
@@ -170,8 +175,9 @@ def test_as_and_classification_shapes():
 
 def test_padded_frames_do_not_change_real_outputs():
   """AS window: frames beyond the video are masked out of the fusion."""
-  seg = action_segmenter.build_action_segmenter(
-      "tiny", num_frames=N0, input_mode="embeddings", **SMALL)
+  seg = fixtures.build_task(
+      action_segmenter.build_action_segmenter, "tiny", num_frames=N0,
+      input_mode="embeddings", **SMALL)
   x = batch(spec.AS, "embeddings")
   mask = np.ones((B, N0), np.int32)
   mask[:, 5:] = 0
@@ -226,8 +232,9 @@ def test_keras_save_load_round_trip(tmp_path, which):
     model = _tal(input_mode="embeddings")
     x = batch(spec.TAL, "embeddings")
   else:
-    model = moment_retriever.build_moment_retriever(
-        "tiny", pyramid_spec=PYR, input_mode="embeddings", num_conv_layers=2,
+    model = fixtures.build_task(
+      moment_retriever.build_moment_retriever, "tiny", pyramid_spec=PYR,
+      input_mode="embeddings", num_conv_layers=2,
         **SMALL)
     x = batch(spec.MR, "embeddings", num_text=K)
   out = model(x)["logits"].numpy()

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tests import fixtures
 from unloc_tf import spec
 from unloc_tf.data import pipeline, synthetic
 from unloc_tf.tasks import moment_retriever
@@ -66,8 +67,9 @@ def test_training_improves_loss_and_recall(tmp_path):
   evals = list(pipeline.make_dataset(files, cfg, is_training=False,
                                      global_batch_size=16))
   tf.keras.utils.set_random_seed(0)
-  model = moment_retriever.build_moment_retriever(
-      "tiny", pyramid_spec=PYR, image_size=64, text_max_length=16,
+  model = fixtures.build_task(
+      moment_retriever.build_moment_retriever, "tiny", pyramid_spec=PYR,
+      image_size=64, text_max_length=16,
       num_conv_layers=2)
   it = iter(train)
   first = next(it)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import fixtures
 from unloc_tf import spec
 from unloc_tf.layers import clip_image_encoder
 from unloc_tf.tasks import action_localizer, moment_retriever
@@ -44,8 +45,9 @@ def _batch(n0, image_size, num_text=3, task=spec.TAL, text_len=L):
 
 
 def _tal(n0=8, image_size=32, text_len=L, **kwargs):
-  model = action_localizer.build_action_localizer(
-      "tiny", pyramid_spec=_pyr(n0), num_conv_layers=1,
+  model = fixtures.build_task(
+      action_localizer.build_action_localizer, "tiny", pyramid_spec=_pyr(n0),
+      num_conv_layers=1,
       image_size=image_size, text_max_length=text_len, **kwargs)
   model(_batch(n0, image_size, text_len=text_len))
   return model
@@ -53,8 +55,9 @@ def _tal(n0=8, image_size=32, text_len=L, **kwargs):
 
 def _small_tal():
   """No towers (cached frame and class-name embeddings): quick to train."""
-  model = action_localizer.build_action_localizer(
-      "tiny", pyramid_spec=_pyr(8), num_conv_layers=1,
+  model = fixtures.build_task(
+      action_localizer.build_action_localizer, "tiny", pyramid_spec=_pyr(8),
+      num_conv_layers=1,
       input_mode="embeddings", text_input="embeddings")
   model(_small_batch())
   return model
@@ -132,8 +135,9 @@ def test_restore_partial_adapts_and_keeps_missing(tmp_path):
   src = _tal(n0=8, image_size=32, text_len=6)
   checkpoints.Checkpointer(str(tmp_path / "src"), src).save(7)
   # Other N0 (16), image size (64: 4x4 patches), text length (4), task head.
-  dst = moment_retriever.build_moment_retriever(
-      "tiny", pyramid_spec=_pyr(16), num_conv_layers=1, image_size=64,
+  dst = fixtures.build_task(
+      moment_retriever.build_moment_retriever, "tiny", pyramid_spec=_pyr(16),
+      num_conv_layers=1, image_size=64,
       text_max_length=4)
   dst(_batch(16, 64, num_text=1, task=spec.MR, text_len=4))
   before = _values(dst)

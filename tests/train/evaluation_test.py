@@ -9,7 +9,7 @@ from tests import fixtures
 from unloc_tf import spec
 from unloc_tf.data import pipeline, records
 from unloc_tf.metrics import formats
-from unloc_tf.tasks import action_localizer
+from unloc_tf.tasks import action_localizer, action_segmenter, moment_retriever
 from unloc_tf.train import evaluation
 
 Seg = records.Segment
@@ -19,18 +19,26 @@ PYR = spec.PyramidSpec(N0, num_levels=2, regression_ranges=((0, 3),
 
 
 def _perfect(task):
-  def model(b, training=False):
-    del training
-    if task == spec.AS:
-      lab = tf.cast(b[spec.LABELS], tf.float32)
-      return {"logits": lab * 20.0 - 10.0,
-              "token_mask": b[spec.FRAME_MASK]}
+  """A real task model whose dense outputs are the batch's targets, so its
+  decoded detections are the ground truth."""
+  builder = {spec.TAL: action_localizer.build_action_localizer,
+             spec.MR: moment_retriever.build_moment_retriever,
+             spec.AS: action_segmenter.build_action_segmenter}[task]
+  size = dict(num_frames=N0) if task == spec.AS else dict(pyramid_spec=PYR)
+  model = fixtures.build_task(builder, input_mode="embeddings",
+                              text_max_length=6, **size)
+
+  def forward(b, num_prompts=1):
+    del num_prompts
     lab = tf.cast(b[spec.LABELS], tf.float32)
-    out = {"logits": lab * 20.0 - 10.0,
-           "displacements": b[spec.DISPLACEMENTS],
-           "token_mask": tf.ones_like(lab[..., 0] if task != spec.MR
-                                      else lab[:, 0], tf.int32)}
-    return out
+    if task == spec.AS:
+      return {"logits": lab * 20.0 - 10.0, "token_mask": b[spec.FRAME_MASK]}
+    return {"logits": lab * 20.0 - 10.0,
+            "displacements": b[spec.DISPLACEMENTS],
+            "token_mask": tf.ones_like(lab[..., 0] if task != spec.MR
+                                       else lab[:, 0], tf.int32)}
+
+  model.forward = forward
   return model
 
 
@@ -58,7 +66,7 @@ def test_perfect_predictions_score_one(tmp_path, task):
   cfg = pipeline.InputConfig(**kw)
   ds = pipeline.make_dataset(str(tmp_path / "d-*"), cfg, is_training=False,
                              global_batch_size=2)
-  ev = evaluation.Evaluator(task, pyramid=PYR, class_names=cfg.class_names)
+  ev = evaluation.Evaluator(task, class_names=cfg.class_names)
   m = ev(_perfect(task), ds)
   if task == spec.TAL:
     assert m["average_mAP"] == pytest.approx(1.0)
@@ -85,11 +93,11 @@ def test_real_tiny_model_runs(tmp_path):
                              max_text_length=6)
   ds = pipeline.make_dataset(str(tmp_path / "d-*"), cfg, is_training=False,
                              global_batch_size=2)
-  model = action_localizer.build_action_localizer(
-      "tiny", pyramid_spec=PYR, input_mode="embeddings", text_max_length=6,
+  model = fixtures.build_task(
+      action_localizer.build_action_localizer, "tiny", pyramid_spec=PYR,
+      input_mode="embeddings", text_max_length=6,
       num_conv_layers=1)
-  ev = evaluation.Evaluator(spec.TAL, pyramid=PYR,
-                            class_names=cfg.class_names)
+  ev = evaluation.Evaluator(spec.TAL, class_names=cfg.class_names)
   m = ev(model, ds)
   assert 0.0 <= m["average_mAP"] <= 1.0
   assert set(ev.last_predictions["results"]) == {"v0", "v1", "v2"}

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import fixtures
 from unloc_tf import spec
 from unloc_tf.data import pipeline, synthetic
 from unloc_tf.tasks import action_localizer
@@ -81,8 +82,9 @@ def make_eval_data_fn(root: str, global_batch_size: int = 4):
 
 
 def model_fn():
-  return action_localizer.build_action_localizer(
-      "tiny", pyramid_spec=PYR, num_conv_layers=1, image_size=32,
+  return fixtures.build_task(
+      action_localizer.build_action_localizer, "tiny", pyramid_spec=PYR,
+      num_conv_layers=1, image_size=32,
       text_input="embeddings")
 
 

@@ -20,8 +20,6 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from unloc_tf.metrics import formats
-
 
 def num_seen_classes(num_classes: int, seen_fraction: float) -> int:
   """round(num_classes * seen_fraction), halves rounded up, in [1, n - 1].
@@ -231,46 +229,6 @@ def format_mean_std(aggregated: Mapping[str, Any], scale: float = 1.0,
     elif isinstance(v, Mapping):
       out.update(format_mean_std(v, scale, digits, prefix=f"{name}."))
   return out
-
-
-def read_class_list(path: str) -> list[str]:
-  """Class names from a text file (one per line) or an ActivityNet JSON.
-
-  Text: one class per line; surrounding whitespace is removed, blank lines
-  and lines starting with "#" are skipped.  A JSON file (`.json`, any layout
-  that `formats.read_activitynet` accepts) gives its sorted distinct
-  annotation labels (`formats.activitynet_class_names`).
-
-  Args:
-    path: the file.
-
-  Returns:
-    The class names, in file order (text) or sorted (JSON).
-
-  Raises:
-    ValueError: duplicate names (naming the lines) or no class.
-  """
-  if path.endswith(".json"):
-    gt, _ = formats.read_activitynet(path)
-    names = formats.activitynet_class_names(gt)
-    if not names:
-      raise ValueError(f"{path}: no class label found")
-    return names
-  names = []
-  first_line = {}
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      name = line.strip()
-      if not name or name.startswith("#"):
-        continue
-      if name in first_line:
-        raise ValueError(f"{path}: line {lineno}: class {name!r} duplicates"
-                         f" line {first_line[name]}")
-      first_line[name] = lineno
-      names.append(name)
-  if not names:
-    raise ValueError(f"{path}: no class names")
-  return names
 
 
 def split_summary(splits: Sequence[Mapping[str, Any]]) -> str:

@@ -14,7 +14,8 @@ stops the gradient at the encoder output only; the projection still trains
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -31,6 +32,18 @@ def maybe_deserialize(obj):
   if obj is None or isinstance(obj, keras.layers.Layer):
     return obj
   return keras.saving.deserialize_keras_object(obj)
+
+
+def serialize_sublayer(layer) -> Optional[Dict[str, Any]]:
+  """The serialised config of a sub-layer, without its build config: its
+  owner builds it, inside the owner's name scope, so the variable paths
+  (which checkpoints and learning-rate multipliers use) survive a
+  `from_config` or `.keras` round trip."""
+  if layer is None:
+    return None
+  config = keras.saving.serialize_keras_object(layer)
+  config.pop("build_config", None)
+  return config
 
 
 @keras.saving.register_keras_serializable(package="unloc_tf")
@@ -133,7 +146,7 @@ class UnlocBackbone(keras.layers.Layer):
     if embeddings is not None:
       pooled = self.encode_text_embeddings(embeddings)
       if self.text_mode == "all_tokens":
-        return pooled[:, None, :], tf.ones_like(pooled[:, :1, 0],
+        return pooled[:, None, :], tf.ones_like(pooled[:, :1],
                                                 tf.int32), pooled
       return pooled, None, pooled
     tokens, pooled = self.encode_text(ids, mask, training=training)
@@ -149,17 +162,26 @@ class UnlocBackbone(keras.layers.Layer):
     return self.fusion(video, video_mask, text=text, text_mask=text_mask,
                        pairing=pairing, training=training)
 
+  def build(self, input_shape: Dict[str, Any]):
+    """Builds what `call` uses (the video path) by a symbolic trace; the
+    text tower and the fusion build on first use.  Task models build the
+    whole backbone through their own `build`."""
+    inputs = {k: keras.KerasTensor(shape, "uint8" if k == "frames"
+                                   else "float32")
+              for k, shape in input_shape.items()}
+    self.compute_output_spec(inputs)
+    self.built = True
+
   def call(self, inputs, training=False):
     """Video tokens only (for summaries / building): [B, N0, D]."""
     return self.encode_video(inputs, training=training)
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
-    ser = keras.saving.serialize_keras_object
     config.update(
-        fusion=ser(self.fusion),
-        image_encoder=ser(self.image_encoder) if self.image_encoder else None,
-        text_encoder=ser(self.text_encoder) if self.text_encoder else None,
+        fusion=serialize_sublayer(self.fusion),
+        image_encoder=serialize_sublayer(self.image_encoder),
+        text_encoder=serialize_sublayer(self.text_encoder),
         freeze_image_encoder=self.freeze_image_encoder,
         freeze_text_encoder=self.freeze_text_encoder,
         text_pooling=self.text_pooling,
@@ -168,73 +190,94 @@ class UnlocBackbone(keras.layers.Layer):
     return config
 
 
-def build_backbone(
-    size: str = "tiny",
-    *,
-    num_frames: int = 128,
-    input_mode: str = "frames",
-    text_input: str = "tokens",
-    frame_token: str = "token",
-    text_mode: str = "pooled",
-    pyramid: str = "simple",
-    num_levels: int = 4,
-    fpn_layer_indices=(2, 3, 4, 5),
-    text_max_length: Optional[int] = None,
-    freeze_image_encoder: bool = False,
-    freeze_text_encoder: bool = False,
-    text_pooling: str = "eos",
-    image_size: Optional[int] = None,
-    dropout_rate: float = 0.0,
-    stochastic_depth_rate: float = 0.0,
-    fusion_overrides: Optional[Dict[str, Any]] = None,
-) -> UnlocBackbone:
-  """A backbone of a named size (`models.variants.SIZES`).
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+  """What an experiment chooses about the backbone (bound in gin as
+  `unloc_backbone.BackboneConfig.<field>`; the task builders take it).
 
-  Args:
-    size: "tiny", "base_16" or "large_14".
-    num_frames: N0.
+  Attributes:
+    size: "tiny", "base_16" or "large_14" (`models.variants.SIZES`).
     input_mode: "frames" (with the image tower) or "embeddings" (cached).
     text_input: "tokens" (with the text tower), "embeddings" (cached) or
       "none" (video-only; forces text_mode "none").
-    frame_token: "token" (per-frame CLS) or "gap".
+    frame_token: "token" (per-frame CLS) or "gap" (mean of patch tokens).
     text_mode: "pooled" (one token per text item; the reference),
       "all_tokens" (paper Table 3) or "none" (video-only and late fusion).
-    pyramid: "simple", "fpn" or "none".
-    num_levels: pyramid levels.
-    text_max_length: positions of the text tower (Lt).
-    image_size: overrides the size's image resolution.
+    pyramid: "simple" (ViTDet-style), "fpn" (the reference's multi-layer
+      FPN) or "none".
+    fpn_layer_indices: fusion layers that feed the "fpn" pyramid.
+    text_max_length: positions of the text tower (Lt); None = the size's.
+    image_size: input side of the image tower; None = the size's.
+    freeze_image_encoder, freeze_text_encoder: stop-gradient on the tower
+      outputs (the projections still train).
+    text_pooling: "eos" (the reference), "token" or "gap".
+    dropout_rate, stochastic_depth_rate: fusion regularisation.
+    fusion_overrides: `VideoTextFusion` arguments that replace the size's
+      (e.g. {"num_layers": 4}); None = the size's.
   """
-  cfg = variants.size_config(size)
+
+  size: str = "tiny"
+  input_mode: str = "frames"
+  text_input: str = "tokens"
+  frame_token: str = "token"
+  text_mode: str = "pooled"
+  pyramid: str = "simple"
+  fpn_layer_indices: Tuple[int, ...] = (2, 3, 4, 5)
+  text_max_length: Optional[int] = None
+  image_size: Optional[int] = None
+  freeze_image_encoder: bool = False
+  freeze_text_encoder: bool = False
+  text_pooling: str = "eos"
+  dropout_rate: float = 0.0
+  stochastic_depth_rate: float = 0.0
+  fusion_overrides: Optional[Dict[str, Any]] = None
+
+
+def build_backbone(config: BackboneConfig = BackboneConfig(), *,
+                   num_frames: int = 128, num_levels: int = 4
+                   ) -> UnlocBackbone:
+  """The backbone of `config` for N0 = `num_frames` and a pyramid of
+  `num_levels` levels (1 without a pyramid)."""
+  cfg = variants.size_config(config.size)
   image = None
-  if input_mode == "frames":
-    kw = dict(cfg["image_encoder"], num_frames=num_frames,
-              frame_token=frame_token)
-    if image_size:
-      kw["image_size"] = image_size
-    image = image_lib.CLIPImageEncoder(**kw, name="image_encoder")
-  elif input_mode != "embeddings":
+  if config.input_mode == "frames":
+    image_kw = cfg["image_encoder"]
+    image = image_lib.CLIPImageEncoder(
+        patch_size=image_kw["patch_size"], hidden_dim=image_kw["hidden_dim"],
+        num_layers=image_kw["num_layers"], num_heads=image_kw["num_heads"],
+        intermediate_dim=image_kw["intermediate_dim"],
+        image_size=config.image_size or image_kw["image_size"],
+        num_frames=num_frames, frame_token=config.frame_token,
+        name="image_encoder")
+  elif config.input_mode != "embeddings":
     raise ValueError(f"input_mode must be frames or embeddings, got"
-                     f" {input_mode!r}")
+                     f" {config.input_mode!r}")
   text = None
-  if text_input == "none":
+  text_mode = config.text_mode
+  if config.text_input == "none":
     text_mode = "none"
-  elif text_input == "tokens":
-    kw = dict(cfg["text_encoder"])
-    if text_max_length:
-      kw["max_length"] = text_max_length
-    text = text_lib.CLIPTextEncoder(**kw, name="text_encoder")
-  elif text_input != "embeddings":
+  elif config.text_input == "tokens":
+    text_kw = cfg["text_encoder"]
+    text = text_lib.CLIPTextEncoder(
+        vocabulary_size=text_kw["vocabulary_size"],
+        hidden_dim=text_kw["hidden_dim"], num_layers=text_kw["num_layers"],
+        num_heads=text_kw["num_heads"],
+        intermediate_dim=text_kw["intermediate_dim"],
+        max_length=config.text_max_length or text_kw["max_length"],
+        name="text_encoder")
+  elif config.text_input != "embeddings":
     raise ValueError(f"text_input must be tokens, embeddings or none, got"
-                     f" {text_input!r}")
-  fusion_kw = dict(cfg["fusion"], text_mode=text_mode, pyramid=pyramid,
-                   num_levels=num_levels if pyramid != "none" else 1,
-                   fpn_layer_indices=tuple(fpn_layer_indices),
-                   dropout_rate=dropout_rate,
-                   stochastic_depth_rate=stochastic_depth_rate)
-  fusion_kw.update(fusion_overrides or {})
-  fusion = fusion_lib.VideoTextFusion(**fusion_kw, name="video_text_fusion")
+                     f" {config.text_input!r}")
+  fusion_kw = dict(cfg["fusion"], **(config.fusion_overrides or {}))
+  fusion = fusion_lib.VideoTextFusion(
+      text_mode=text_mode, pyramid=config.pyramid,
+      num_levels=num_levels if config.pyramid != "none" else 1,
+      fpn_layer_indices=tuple(config.fpn_layer_indices),
+      dropout_rate=config.dropout_rate,
+      stochastic_depth_rate=config.stochastic_depth_rate, **fusion_kw,
+      name="video_text_fusion")
   return UnlocBackbone(
       fusion, image_encoder=image, text_encoder=text,
-      freeze_image_encoder=freeze_image_encoder,
-      freeze_text_encoder=freeze_text_encoder, text_pooling=text_pooling,
-      name="backbone")
+      freeze_image_encoder=config.freeze_image_encoder,
+      freeze_text_encoder=config.freeze_text_encoder,
+      text_pooling=config.text_pooling, name="backbone")

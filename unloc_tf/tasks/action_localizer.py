@@ -21,61 +21,23 @@ the head predicts C logits and C displacement pairs).
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import dataclasses
+from typing import Any, Dict, List, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from unloc_tf import losses as losses_lib
-from unloc_tf import spec
+from unloc_tf import postprocess, spec
 from unloc_tf.layers import heads as heads_lib
+from unloc_tf.metrics import formats, localization
 from unloc_tf.models import unloc_backbone
-from unloc_tf.ops import distribute
-
-
-def class_text(inputs: Dict[str, tf.Tensor]):
-  """Class-name text of a TAL/AS/CLS batch: row 0 of the tiled table.
-
-  Returns:
-    (ids [C, L] or None, mask [C, L] or None, embeddings [C, De] or None).
-  """
-  ids = inputs.get(spec.TEXT_IDS)
-  mask = inputs.get(spec.TEXT_MASK)
-  emb = inputs.get(spec.TEXT_EMBEDDINGS)
-  if ids is not None:
-    if len(ids.shape) != 3:
-      raise ValueError(f"'{spec.TEXT_IDS}' must be [B, C, L] (one prompt per"
-                       f" class); got shape {ids.shape}")
-    return ids[0], mask[0], None
-  if emb is not None:
-    return None, None, emb[0]
-  return None, None, None
-
-
-def fuse_with_class_names(backbone, inputs, training=False):
-  """Every video of the batch fused with every class name (TAL/AS/CLS).
-
-  Returns:
-    The fusion's dict: tokens [B, C, T, D], mask [B, C, T], text [B, C, D].
-  """
-  video = backbone.encode_video(inputs, training=training)
-  ids, mask, emb = class_text(inputs)
-  text, text_mask, _ = backbone.text_features(ids, mask, emb,
-                                              training=training)
-  return backbone.fuse(video, inputs[spec.FRAME_MASK], text=text,
-                       text_mask=text_mask, pairing="all", training=training)
-
-
-def token_weights(inputs, token_mask):
-  """Loss weights per token: token mask × batch mask (eval padding)."""
-  weights = tf.cast(token_mask, tf.float32)
-  if "batch_mask" in inputs:
-    weights *= tf.cast(inputs["batch_mask"], tf.float32)[:, None]
-  return weights
+from unloc_tf.tasks import base
 
 
 @keras.saving.register_keras_serializable(package="unloc_tf")
-class ActionLocalizer(keras.Model):
+class ActionLocalizer(base.UnlocTask):
   """UnLoc for TAL (closed-set, zero-shot) and HD.
 
   Args:
@@ -92,19 +54,26 @@ class ActionLocalizer(keras.Model):
                box_loss_type: str = "iou", focal_alpha: float = 0.25,
                focal_gamma: float = 2.0,
                classification_loss_alpha: float = 10.0, **kwargs):
-    super().__init__(**kwargs)
+    super().__init__(backbone, head, **kwargs)
     if task not in (spec.TAL, spec.HD):
       raise ValueError(f"ActionLocalizer task must be {spec.TAL} or {spec.HD},"
                        f" got {task!r}")
     losses_lib.parse_box_loss_type(box_loss_type)  # fail early
-    self.backbone = unloc_backbone.maybe_deserialize(backbone)
-    self.head = unloc_backbone.maybe_deserialize(head)
     self.task = task
     self.box_loss_type = box_loss_type
     self.focal_alpha = focal_alpha
     self.focal_gamma = focal_gamma
     self.classification_loss_alpha = classification_loss_alpha
-    self.loss_trackers = {}
+
+  @property
+  def text_kind(self):
+    if self.head.num_outputs > 1:  # video-only: one output per class
+      return None
+    return base.QUERIES if self.task == spec.HD else base.CLASS_NAMES
+
+  @property
+  def level_lengths(self):
+    return tuple(int(n) for n in self.head.level_lengths)
 
   def call(self, inputs, training=False):
     bb = self.backbone
@@ -120,7 +89,7 @@ class ActionLocalizer(keras.Model):
       emb = emb[:, 0] if emb is not None else None
       pairing = "paired"
     else:
-      ids, mask, emb = class_text(inputs)
+      ids, mask, emb = base.class_text(inputs)
       pairing = "all"
     text = text_mask = pooled = None
     if not video_only:
@@ -146,36 +115,125 @@ class ActionLocalizer(keras.Model):
         "token_mask": fused["mask"][:, 0],
     }
 
-  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
-                   training=True):
-    del y, sample_weight, training
-    if y_pred is None:
-      y_pred = self(x, training=True)
-    weights = token_weights(x, y_pred["token_mask"])
-    out = losses_lib.localization_loss(
-        y_pred["logits"], y_pred["displacements"], x[spec.LABELS],
-        x[spec.DISPLACEMENTS], weights, alpha=self.focal_alpha,
+  def loss_terms(self, batch, outputs):
+    weights = base.token_weights(batch, outputs["token_mask"])
+    return losses_lib.localization_loss(
+        outputs["logits"], outputs["displacements"], batch[spec.LABELS],
+        batch[spec.DISPLACEMENTS], weights, alpha=self.focal_alpha,
         gamma=self.focal_gamma, box_loss_type=self.box_loss_type,
         classification_loss_alpha=self.classification_loss_alpha)
-    self.last_losses = out
-    return out["loss"] / tf.cast(distribute.num_replicas(), tf.float32)
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(
-        backbone=keras.saving.serialize_keras_object(self.backbone),
-        head=keras.saving.serialize_keras_object(self.head),
-        task=self.task, box_loss_type=self.box_loss_type,
-        focal_alpha=self.focal_alpha, focal_gamma=self.focal_gamma,
-        classification_loss_alpha=self.classification_loss_alpha)
-    return config
+  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                   training=True):
+    # The reference's TAL loss always runs the model in training mode.
+    del training
+    return super().compute_loss(x, y, y_pred, sample_weight, training=True)
+
+  def decode(self, outputs, batch, settings=base.DecodeSettings()):
+    """{"segments" [B, M, 2] s, "scores" [B, M], "classes" [B, M] (-1 =
+    padding), "num_detections" [B]}; HD also "saliency" [B, clips]."""
+    total = batch[spec.NUM_FRAMES_TOTAL]
+    spt = batch[spec.BATCH_SECS_PER_TIMESTEP]
+    result = postprocess.localization_detections(
+        outputs["logits"], outputs["displacements"], outputs["token_mask"],
+        total, spt, pyramid_level_lengths=self.level_lengths,
+        num_frames=self.level_lengths[0],
+        max_detections=settings.max_detections,
+        score_threshold=settings.score_threshold,
+        soft_nms_sigma=settings.soft_nms_sigma, per_class=settings.per_class)
+    if self.task == spec.HD:
+      result["saliency"] = postprocess.highlight_saliency(
+          outputs["logits"], outputs["token_mask"], total, spt,
+          level_lengths=self.level_lengths, num_frames=self.level_lengths[0],
+          secs_per_clip=settings.secs_per_clip,
+          max_clips=settings.saliency_max_clips)
+    return result
+
+  def new_results(self, settings):
+    return LocalizationResults(settings, queries=self.task == spec.HD)
+
+  def task_config(self) -> Dict[str, Any]:
+    return dict(task=self.task, box_loss_type=self.box_loss_type,
+                focal_alpha=self.focal_alpha, focal_gamma=self.focal_gamma,
+                classification_loss_alpha=self.classification_loss_alpha)
+
+
+class LocalizationResults(base.TaskResults):
+  """TAL / HD: ActivityNet mAP@tIoU of the detections (official toolkit
+  rules), and the ActivityNet results file.
+
+  Args:
+    settings: the metric settings.
+    queries: HD (each record's detections answer its query).
+  """
+
+  def __init__(self, settings: base.MetricSettings, queries: bool = False):
+    super().__init__(settings)
+    self.queries = queries
+    self.ground_truth: Dict[str, List[dict]] = {}
+    self.results: Dict[str, List[dict]] = {}
+    self.query_of: Dict[str, str] = {}
+
+  def add(self, batch, detections):
+    name = self.settings.class_name
+    for i in base.real_rows(batch):
+      key = base.video_key(batch, i)
+      if key in self.ground_truth:
+        continue
+      self.ground_truth[key] = [
+          {"segment": [float(s), float(e)], "label": name(int(c))}
+          for s, e, c, v in zip(batch[spec.GT_START][i], batch[spec.GT_END][i],
+                                batch[spec.GT_LABEL][i], batch[spec.GT_VALID][i])
+          if v]
+      n = int(detections["num_detections"][i])
+      self.results[key] = [
+          {"segment": [float(x) for x in detections["segments"][i, j]],
+           "label": name(int(detections["classes"][i, j])),
+           "score": float(detections["scores"][i, j])} for j in range(n)]
+      if self.queries and spec.TEXT_STRINGS in batch:
+        self.query_of[key] = batch[spec.TEXT_STRINGS][i, 0].decode("utf-8")
+
+  def metrics(self):
+    gt = self.ground_truth
+    classes = sorted({a["label"] for anns in gt.values() for a in anns})
+    if not classes:
+      return {"mAP@0.5": 0.0, "average_mAP": 0.0}
+    thresholds = np.asarray(self.settings.tiou_thresholds, np.float64)
+    res = localization.evaluate_detection(
+        gt, self.results, thresholds, classes=classes,
+        ignore_unknown_labels=True)
+    out = {"average_mAP": float(res["average_mAP"])}
+    for t, v in zip(thresholds, res["mAP"]):
+      out[f"mAP@{t:.2f}".rstrip("0").rstrip(".")] = float(v)
+    return out
+
+  def predictions(self):
+    return {"ground_truth": self.ground_truth, "results": self.results}
+
+  def detections(self):
+    out = {}
+    for key, dets in self.results.items():
+      if self.queries:
+        out[key] = [{"query": self.query_of.get(key, ""),
+                     "segment": d["segment"], "score": d["score"]}
+                    for d in dets]
+      else:
+        out[key] = [dict(d) for d in dets]
+    return out
+
+  def write_predictions(self, path_prefix):
+    if not self.results:
+      return None
+    path = path_prefix + ".json"
+    formats.write_activitynet_results(path, self.results)
+    return path
 
 
 def build_action_localizer(
-    size: str = "tiny",
+    backbone: unloc_backbone.BackboneConfig = unloc_backbone.BackboneConfig(),
     *,
     task: str = spec.TAL,
-    pyramid_spec: spec.PyramidSpec = None,
+    pyramid_spec: Optional[spec.PyramidSpec] = None,
     num_conv_layers: int = 4,
     weight_sharing: bool = True,
     classification_bias: float = -5.0,
@@ -184,28 +242,31 @@ def build_action_localizer(
     fusion: str = "early",
     num_classes: int = 1,
     box_loss_type: str = "iou",
-    **backbone_kwargs,
 ) -> ActionLocalizer:
-  """An ActionLocalizer of a named size (defaults: the ANet TAL-B config).
+  """An ActionLocalizer (defaults: the reference's ANet TAL-B config).
 
   Args:
-    fusion: "early" (reference), "late" (paper §4.2) or "video_only".
-    num_classes: C for the video-only variant (ignored otherwise).
-    backbone_kwargs: passed to `unloc_backbone.build_backbone`
-      (num_frames is taken from pyramid_spec).
+    backbone: the backbone's configuration.
+    task: `spec.TAL` or `spec.HD`.
+    pyramid_spec: N0, levels and regression ranges; None = 128 frames with
+      the default 4 levels.
+    num_conv_layers, weight_sharing, classification_bias, regression_bias,
+      distance_normalizer: the `LocalizationHead`.
+    fusion: "early" (reference), "late" (paper §4.2: the fusion sees no text
+      and the head scores the cosine with the class text) or "video_only"
+      (no text at all: the head predicts `num_classes` outputs).
+    num_classes: C of the video-only head (ignored otherwise).
+    box_loss_type: see `ActionLocalizer`.
   """
-  pyr = pyramid_spec or spec.PyramidSpec(backbone_kwargs.pop("num_frames",
-                                                             128))
-  backbone_kwargs.pop("num_frames", None)
+  pyr = pyramid_spec or spec.PyramidSpec(128)
   if fusion in ("late", "video_only"):
-    backbone_kwargs["text_mode"] = "none"
+    backbone = dataclasses.replace(backbone, text_mode="none")
   if fusion == "video_only":
-    backbone_kwargs["text_input"] = "none"
-  backbone = unloc_backbone.build_backbone(
-      size, num_frames=pyr.num_frames, num_levels=pyr.num_levels,
-      **backbone_kwargs)
+    backbone = dataclasses.replace(backbone, text_input="none")
+  bb = unloc_backbone.build_backbone(backbone, num_frames=pyr.num_frames,
+                                     num_levels=pyr.num_levels)
   head = heads_lib.LocalizationHead(
-      level_lengths=pyr.level_lengths, hidden_dim=backbone.embed_dim,
+      level_lengths=pyr.level_lengths, hidden_dim=bb.embed_dim,
       num_conv_layers=num_conv_layers, weight_sharing=weight_sharing,
       classification_bias=classification_bias,
       regression_bias=regression_bias,
@@ -213,5 +274,4 @@ def build_action_localizer(
       num_outputs=num_classes if fusion == "video_only" else 1,
       scoring="late" if fusion == "late" else "early",
       name=f"{task}_head")
-  return ActionLocalizer(backbone, head, task=task,
-                         box_loss_type=box_loss_type)
+  return ActionLocalizer(bb, head, task=task, box_loss_type=box_loss_type)

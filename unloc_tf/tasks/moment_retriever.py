@@ -18,20 +18,22 @@ replicas); the other videos' captions are negatives at every frame.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import keras
 import tensorflow as tf
 
 from unloc_tf import losses as losses_lib
-from unloc_tf import spec
+from unloc_tf import postprocess, spec
 from unloc_tf.layers import heads as heads_lib
+from unloc_tf.metrics import formats, retrieval
 from unloc_tf.models import unloc_backbone
 from unloc_tf.ops import distribute
+from unloc_tf.tasks import base
 
 
 @keras.saving.register_keras_serializable(package="unloc_tf")
-class MomentRetriever(keras.Model):
+class MomentRetriever(base.UnlocTask):
   """UnLoc for moment retrieval.
 
   Args:
@@ -44,19 +46,27 @@ class MomentRetriever(keras.Model):
       in `ActionLocalizer`.
   """
 
+  task = spec.MR
+
   def __init__(self, backbone, head, all_pairs: bool = True,
                box_loss_type: str = "iou", focal_alpha: float = 0.25,
                focal_gamma: float = 2.0,
                classification_loss_alpha: float = 10.0, **kwargs):
-    super().__init__(**kwargs)
+    super().__init__(backbone, head, **kwargs)
     losses_lib.parse_box_loss_type(box_loss_type)
-    self.backbone = unloc_backbone.maybe_deserialize(backbone)
-    self.head = unloc_backbone.maybe_deserialize(head)
     self.all_pairs = all_pairs
     self.box_loss_type = box_loss_type
     self.focal_alpha = focal_alpha
     self.focal_gamma = focal_gamma
     self.classification_loss_alpha = classification_loss_alpha
+
+  @property
+  def text_kind(self):
+    return base.QUERIES
+
+  @property
+  def level_lengths(self):
+    return tuple(int(n) for n in self.head.level_lengths)
 
   def _captions(self, inputs, training):
     """Caption features flattened to [B*K, ...] and K."""
@@ -115,68 +125,140 @@ class MomentRetriever(keras.Model):
                token_mask=fused["mask"][:, 0])
     return out
 
-  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
-                   training=True):
-    del y, sample_weight
-    if y_pred is None:
-      y_pred = self(x, training=training)
-    frame_weights = tf.cast(y_pred["token_mask"], tf.float32)
-    batch_mask = x.get("batch_mask")
-    if "pair_logits" in y_pred:
-      logits = y_pred["pair_logits"]
+  def loss_terms(self, batch, outputs):
+    frame_weights = tf.cast(outputs["token_mask"], tf.float32)
+    if "pair_logits" in outputs:
+      logits = outputs["pair_logits"]
       caption_valid, _ = distribute.gather_rows(
-          tf.identity(tf.cast(x[spec.TEXT_VALID], tf.float32)))
-      offset = y_pred["caption_offset"]
+          tf.identity(tf.cast(batch[spec.TEXT_VALID], tf.float32)))
+      offset = outputs["caption_offset"]
       all_pairs = True
     else:
-      logits = y_pred["logits"][:, None]
-      caption_valid = tf.cast(x[spec.TEXT_VALID], tf.float32)
+      logits = outputs["logits"][:, None]
+      caption_valid = tf.cast(batch[spec.TEXT_VALID], tf.float32)
       offset = None
       all_pairs = False
-    out = losses_lib.moment_retrieval_loss(
-        logits, y_pred["displacements"], x[spec.LABELS],
-        x[spec.DISPLACEMENTS], frame_weights, caption_valid,
-        batch_mask=batch_mask, caption_offset=offset, all_pairs=all_pairs,
-        alpha=self.focal_alpha, gamma=self.focal_gamma,
+    return losses_lib.moment_retrieval_loss(
+        logits, outputs["displacements"], batch[spec.LABELS],
+        batch[spec.DISPLACEMENTS], frame_weights, caption_valid,
+        batch_mask=batch.get("batch_mask"), caption_offset=offset,
+        all_pairs=all_pairs, alpha=self.focal_alpha, gamma=self.focal_gamma,
         box_loss_type=self.box_loss_type,
         classification_loss_alpha=self.classification_loss_alpha)
-    self.last_losses = out
-    return out["loss"] / tf.cast(distribute.num_replicas(), tf.float32)
 
-  def get_config(self) -> Dict[str, Any]:
-    config = super().get_config()
-    config.update(
-        backbone=keras.saving.serialize_keras_object(self.backbone),
-        head=keras.saving.serialize_keras_object(self.head),
-        all_pairs=self.all_pairs, box_loss_type=self.box_loss_type,
-        focal_alpha=self.focal_alpha, focal_gamma=self.focal_gamma,
-        classification_loss_alpha=self.classification_loss_alpha)
-    return config
+  def decode(self, outputs, batch, settings=base.DecodeSettings()):
+    """{"segments" [B, K, M, 2] s, "scores" [B, K, M], "num_detections"
+    [B, K]}: caption k of video b in row (b, k); a caption that is not
+    valid (`text_valid` 0, else an all-zero text mask) has none."""
+    if spec.TEXT_VALID in batch:
+      caption_mask = batch[spec.TEXT_VALID]
+    else:
+      caption_mask = tf.reduce_any(tf.not_equal(batch[spec.TEXT_MASK], 0),
+                                   axis=-1)
+    return postprocess.retrieval_detections(
+        outputs["logits"], outputs["displacements"], outputs["token_mask"],
+        batch[spec.NUM_FRAMES_TOTAL], batch[spec.BATCH_SECS_PER_TIMESTEP],
+        pyramid_level_lengths=self.level_lengths,
+        num_frames=self.level_lengths[0], caption_mask=caption_mask,
+        max_detections=settings.max_detections,
+        score_threshold=settings.score_threshold,
+        soft_nms_sigma=settings.soft_nms_sigma)
+
+  def new_results(self, settings):
+    return RetrievalResults(settings)
+
+  def task_config(self) -> Dict[str, Any]:
+    return dict(all_pairs=self.all_pairs, box_loss_type=self.box_loss_type,
+                focal_alpha=self.focal_alpha, focal_gamma=self.focal_gamma,
+                classification_loss_alpha=self.classification_loss_alpha)
+
+
+class RetrievalResults(base.TaskResults):
+  """MR: Recall@K,IoU=m and mIoU of the ranked segments of every query, and
+  the retrieval candidates file (one JSON line per query)."""
+
+  def __init__(self, settings: base.MetricSettings):
+    super().__init__(settings)
+    self.rows = []
+    self._seen = set()
+
+  def add(self, batch, detections):
+    for i in base.real_rows(batch):
+      key = base.video_key(batch, i)
+      if key in self._seen:
+        continue
+      self._seen.add(key)
+      valid = batch[spec.TEXT_VALID][i]
+      for k in range(valid.shape[0]):
+        if not valid[k]:
+          continue
+        n = int(detections["num_detections"][i, k])
+        gt = [float(batch[spec.GT_START][i, k]), float(batch[spec.GT_END][i, k])]
+        self.rows.append({
+            "video_id": key,
+            "query": batch[spec.TEXT_STRINGS][i, k].decode("utf-8"),
+            "caption_index": k, "gt": gt,
+            "candidates": [[float(x) for x in detections["segments"][i, k, j]]
+                           + [float(detections["scores"][i, k, j])]
+                           for j in range(n)]})
+
+  def metrics(self):
+    if not self.rows:
+      return {}
+    s = self.settings
+    res = retrieval.recall_at_k(
+        [[tuple(c[:2]) for c in row["candidates"]] for row in self.rows],
+        [tuple(row["gt"]) for row in self.rows], ks=s.recall_ks,
+        thresholds=s.recall_thresholds, rule=s.recall_rule)
+    return {k: float(v) for k, v in res.items()}
+
+  def predictions(self):
+    return self.rows
+
+  def detections(self):
+    out = {}
+    for row in self.rows:
+      out.setdefault(row["video_id"], []).extend(
+          {"query": row["query"], "segment": c[:2], "score": c[2]}
+          for c in row["candidates"])
+    return out
+
+  def write_predictions(self, path_prefix):
+    if not self.rows:
+      return None
+    path = path_prefix + ".jsonl"
+    formats.write_retrieval_candidates(path, self.rows)
+    return path
 
 
 def build_moment_retriever(
-    size: str = "tiny",
+    backbone: unloc_backbone.BackboneConfig = unloc_backbone.BackboneConfig(),
     *,
-    pyramid_spec: spec.PyramidSpec = None,
+    pyramid_spec: Optional[spec.PyramidSpec] = None,
     num_conv_layers: int = 3,
     weight_sharing: bool = False,
     classification_bias: float = 0.0,
     regression_bias: float = 2.0,
     all_pairs: bool = True,
     box_loss_type: str = "iou",
-    **backbone_kwargs,
 ) -> MomentRetriever:
-  """A MomentRetriever of a named size (defaults: ANet Captions B config)."""
-  pyr = pyramid_spec or spec.PyramidSpec(backbone_kwargs.pop("num_frames",
-                                                             128))
-  backbone_kwargs.pop("num_frames", None)
-  backbone = unloc_backbone.build_backbone(
-      size, num_frames=pyr.num_frames, num_levels=pyr.num_levels,
-      **backbone_kwargs)
+  """A MomentRetriever (defaults: the reference's ANet Captions B config).
+
+  Args:
+    backbone: the backbone's configuration.
+    pyramid_spec: N0, levels and regression ranges; None = 128 frames with
+      the default 4 levels.
+    num_conv_layers, weight_sharing, classification_bias, regression_bias:
+      the `LocalizationHead`.
+    all_pairs, box_loss_type: see `MomentRetriever`.
+  """
+  pyr = pyramid_spec or spec.PyramidSpec(128)
+  bb = unloc_backbone.build_backbone(backbone, num_frames=pyr.num_frames,
+                                     num_levels=pyr.num_levels)
   head = heads_lib.LocalizationHead(
-      level_lengths=pyr.level_lengths, hidden_dim=backbone.embed_dim,
+      level_lengths=pyr.level_lengths, hidden_dim=bb.embed_dim,
       num_conv_layers=num_conv_layers, weight_sharing=weight_sharing,
       classification_bias=classification_bias,
       regression_bias=regression_bias, name="moment_retrieval_head")
-  return MomentRetriever(backbone, head, all_pairs=all_pairs,
+  return MomentRetriever(bb, head, all_pairs=all_pairs,
                          box_loss_type=box_loss_type)

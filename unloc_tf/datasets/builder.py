@@ -1,0 +1,427 @@
+"""Annotations + videos -> TFRecord shards: the record builder.
+
+`convert(Options)` plans the items of an annotation file (the dataset
+module's `plan_<format>`, `PLANNERS`), finds their videos, decodes them
+(`convert_video`, in spawned worker processes with
+`num_workers` > 1) and writes one `tf.SequenceExample` per record in the
+record contract of `unloc_tf.data.schema`.
+
+Output (`<output_dir>`):
+  <split>-0000i-of-0000N.tfrecord   the shards (N = num_shards);
+  classes.txt, classes.json         TAL / AS / CLS: the class list (one name
+                                    per line, line = label index; {name:
+                                    index});
+  <split>.report.json               what was converted and every problem
+                                    (`common.REASONS`), per-reason counts;
+  <split>.parts/                    one small JSON per finished shard (its
+                                    report part and input fingerprint; used
+                                    to resume).
+
+Determinism and resume: items (videos; Kinetics: clips) are sorted by id and
+item i goes to shard i % N, so shards are a pure function of the annotation
+list and N.  Records of a video are consecutive, in annotation order, and a
+shard holds its videos in sorted order whatever `num_workers` is.  A shard
+is written to `<shard>.incomplete` and renamed when complete (its part
+first); a restarted conversion skips the shards that exist with their part
+and writes the others, byte-identical to an uninterrupted run.  Changing
+the inputs or the options of an existing output is an error (`overwrite`
+rewrites every shard), and so are shards of the split with another N.
+Workers decode one video at a time with one thread each; each imports
+TensorFlow (about 0.6 GB RSS) for the JPEG encoder.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import tensorflow as tf
+
+from unloc_tf import spec
+from unloc_tf.data import records
+from unloc_tf.datasets import (
+  activitynet,
+  activitynet_captions,
+  charades_sta,
+  coin,
+  common,
+  kinetics,
+  qvhighlights,
+)
+from unloc_tf.datasets.video_records import Params, VideoResult, convert_video
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+  """A supported annotation format.
+
+  Attributes:
+    name: the --format value.
+    task: the task of its records (one of `spec.TASKS`).
+    fps: default stored frames per second.
+    fps_source: where the default comes from (for the help text).
+  """
+
+  name: str
+  task: str
+  fps: float
+  fps_source: str
+
+
+FORMATS: Dict[str, Format] = {f.name: f for f in (
+    Format("activitynet", spec.TAL, 10.0, "reference configs"),
+    Format("activitynet_captions", spec.MR, 10.0, "reference configs"),
+    Format("charades_sta", spec.MR, 10.0, "reference configs"),
+    Format("qvhighlights", spec.HD, 1.0, "reference configs"),
+    Format("coin", spec.AS, 2.0,
+           "the paper; the reference config uses 10"),
+    Format("kinetics", spec.CLS, 10.0, "as the reference's other configs"),
+)}
+
+# format -> its planner, called with the `Options`.
+PLANNERS: Dict[str, Callable[["Options"], common.Plan]] = {
+    "activitynet": lambda o: activitynet.plan_activitynet(
+        o.annotations, o.subset, o.class_list, o.video_info),
+    "activitynet_captions": lambda o: (
+        activitynet_captions.plan_activitynet_captions(o.annotations)),
+    "charades_sta": lambda o: charades_sta.plan_charades_sta(
+        o.annotations, o.charades_csv),
+    "qvhighlights": lambda o: qvhighlights.plan_qvhighlights(
+        o.annotations, o.task_or_default()),
+    "coin": lambda o: coin.plan_coin(o.annotations, o.subset, o.class_list),
+    "kinetics": lambda o: kinetics.plan_kinetics(o.annotations, o.subset,
+                                                 o.class_list),
+}
+
+
+def _init_worker() -> None:
+  """One thread per worker process: the workers are the parallelism."""
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+  except RuntimeError:  # already initialised
+    pass
+
+
+def _ordered_results(items: Sequence[common.VideoItem], params: Params,
+                     num_workers: int) -> Iterator[VideoResult]:
+  """`convert_video` of every item, in order (workers: spawned processes,
+  at most 2 * num_workers videos in flight)."""
+  if num_workers <= 1:
+    for item in items:
+      yield convert_video(item, params)
+    return
+  ctx = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(
+      num_workers, mp_context=ctx, initializer=_init_worker) as pool:
+    pending: collections.deque = collections.deque()
+    for item in items:
+      if item.path is None or not item.records:  # nothing to decode
+        pending.append(convert_video(item, params))
+      else:
+        pending.append(pool.submit(convert_video, item, params))
+      while pending and (len(pending) > 2 * num_workers or not isinstance(
+          pending[0], concurrent.futures.Future) or pending[0].done()):
+        head = pending.popleft()
+        yield head.result() if isinstance(
+            head, concurrent.futures.Future) else head
+    while pending:
+      head = pending.popleft()
+      yield head.result() if isinstance(
+          head, concurrent.futures.Future) else head
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """Everything `convert` needs (the flags of the tool).
+
+  Attributes:
+    format: one of `FORMATS`.
+    annotations: the annotation file.
+    videos_dir: folder searched (recursively) for the videos.
+    output_dir: where the shards, class lists and the report go.
+    split: output name: `<split>-0000i-of-0000N.tfrecord`.
+    subset: keep only this annotation subset (ActivityNet / COIN "subset",
+      Kinetics "split" column); None keeps every entry.
+    task: qvhighlights: highlight_detection (default) or moment_retrieval;
+      other formats: None or their own task.
+    fps: stored frames per second; None = the format's default.
+    short_side: short side of the stored frames in pixels (0 = source
+      size).
+    jpeg_quality: JPEG quality of the stored frames.
+    num_shards: N.
+    num_workers: worker processes (1 = in this process).
+    class_list: fixed class list file (TAL / AS / CLS).
+    charades_csv: Charades csv with the video lengths (charades_sta).
+    video_info: BSN's video_info_new.csv (ActivityNet BSN layout with a
+      subset).
+    duration_tolerance: seconds of annotated vs decoded duration difference
+      that are not reported.
+    overwrite: rewrite every shard (and the class lists) instead of
+      resuming.
+    progress: show a progress bar.
+  """
+
+  format: str
+  annotations: str
+  videos_dir: str
+  output_dir: str
+  split: str = "train"
+  subset: Optional[str] = None
+  task: Optional[str] = None
+  fps: Optional[float] = None
+  short_side: int = 256
+  jpeg_quality: int = 90
+  num_shards: int = 8
+  num_workers: int = 1
+  class_list: Optional[str] = None
+  charades_csv: Optional[str] = None
+  video_info: Optional[str] = None
+  duration_tolerance: float = 1.0
+  overwrite: bool = False
+  progress: bool = True
+
+  def task_or_default(self) -> str:
+    return self.task or FORMATS[self.format].task
+
+  def fps_or_default(self) -> float:
+    return float(self.fps) if self.fps else FORMATS[self.format].fps
+
+  def check(self) -> None:
+    if self.format not in FORMATS:
+      raise ValueError(f"unknown format {self.format!r}; expected one of"
+                       f" {sorted(FORMATS)}")
+    own = FORMATS[self.format].task
+    allowed = {own, spec.MR} if self.format == "qvhighlights" else {own}
+    if self.task is not None and self.task not in allowed:
+      raise ValueError(f"--task={self.task} is not available for"
+                       f" --format={self.format}; expected one of"
+                       f" {sorted(allowed)}")
+    if not self.fps_or_default() > 0:
+      raise ValueError(f"fps must be positive, got {self.fps}")
+    if self.num_shards < 1:
+      raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+    if self.num_workers < 1:
+      raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+    if not 1 <= self.jpeg_quality <= 100:
+      raise ValueError(f"jpeg_quality must be in [1, 100], got"
+                       f" {self.jpeg_quality}")
+    if self.short_side < 0:
+      raise ValueError(f"short_side must be >= 0, got {self.short_side}")
+    if not self.split or os.sep in self.split:
+      raise ValueError(f"split must be a plain name, got {self.split!r}")
+    for name in ("annotations", "class_list", "charades_csv", "video_info"):
+      path = getattr(self, name)
+      if path is not None and not os.path.isfile(path):
+        raise FileNotFoundError(f"--{name}: no such file: {path}")
+
+
+def _atomic_write(path: str, text: str) -> None:
+  tmp = path + ".incomplete"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _fingerprint(opts: Options, params: Params, classes: Sequence[str],
+                 shard_items: Sequence[common.VideoItem]) -> str:
+  """sha1 of everything a shard's bytes depend on."""
+  def item_key(item):
+    d = dict(vars(item))
+    d["path"] = (os.path.relpath(item.path, opts.videos_dir)
+                 if item.path else None)
+    return d
+
+  payload = {"params": vars(params), "format": opts.format,
+             "num_shards": opts.num_shards, "classes": list(classes),
+             "items": [item_key(i) for i in shard_items]}
+  # vars() of the nested dataclasses: much faster than dataclasses.asdict.
+  return hashlib.sha1(json.dumps(payload, sort_keys=True, default=vars)
+                      .encode()).hexdigest()
+
+
+def _write_classes(opts: Options, classes: Sequence[str]) -> None:
+  text = "".join(c + "\n" for c in classes)
+  path = os.path.join(opts.output_dir, "classes.txt")
+  if os.path.exists(path) and not opts.overwrite:
+    with open(path, encoding="utf-8") as f:
+      old = f.read()
+    if old != text:
+      raise ValueError(
+          f"{path} exists with another class list ({len(old.splitlines())}"
+          f" names, now {len(classes)}); pass the same --class_list to every"
+          " split of an output_dir, or --overwrite")
+  _atomic_write(path, text)
+  _atomic_write(os.path.join(opts.output_dir, "classes.json"),
+                json.dumps({c: i for i, c in enumerate(classes)}, indent=1)
+                + "\n")
+
+
+class _Bar:
+  """tqdm over videos (a no-op without tqdm or with progress=False)."""
+
+  def __init__(self, enabled: bool, total: int, initial: int, desc: str):
+    self._bar = None
+    if enabled:
+      try:
+        import tqdm  # pylint: disable=g-import-not-at-top
+        self._bar = tqdm.tqdm(total=total, initial=initial, desc=desc,
+                              unit="video", dynamic_ncols=True)
+      except ImportError:
+        pass
+
+  def update(self, k: int = 1) -> None:
+    if self._bar is not None:
+      self._bar.update(k)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+def convert(opts: Options) -> dict:
+  """Converts the annotations + videos to shards; returns the report.
+
+  Raises:
+    ValueError / FileNotFoundError / formats.FormatError: bad options or a
+      malformed annotation file (never for a bad video).
+  """
+  t0 = time.perf_counter()
+  opts.check()
+  task = opts.task_or_default()
+  fps = opts.fps_or_default()
+  params = Params(task, fps, opts.short_side, opts.jpeg_quality,
+                  float(opts.duration_tolerance))
+  items, classes = PLANNERS[opts.format](opts)
+  items.sort(key=lambda it: it.video_id)
+  common.locate_videos(items, common.index_videos(opts.videos_dir))
+  os.makedirs(opts.output_dir, exist_ok=True)
+  if task in (spec.TAL, spec.AS, spec.CLS):
+    _write_classes(opts, classes)
+  num_shards = opts.num_shards
+  shard_items = [items[k::num_shards] for k in range(num_shards)]
+  paths = records.shard_paths(os.path.join(opts.output_dir, opts.split),
+                              num_shards)
+  others = sorted(
+      set(glob.glob(os.path.join(glob.escape(opts.output_dir),
+                                 glob.escape(opts.split) + "-*-of-*.tfrecord")))
+      - set(paths))
+  if others:
+    # `<split>-*.tfrecord` (the pipeline's pattern) would read them too.
+    raise ValueError(
+        f"{opts.output_dir} holds shards of split {opts.split!r} with"
+        f" another --num_shards ({os.path.basename(others[0])}, ...);"
+        " remove them or use another --output_dir / --split")
+  parts_dir = os.path.join(opts.output_dir, opts.split + ".parts")
+  os.makedirs(parts_dir, exist_ok=True)
+  part_paths = [os.path.join(parts_dir, f"{k:05d}-of-{num_shards:05d}.json")
+                for k in range(num_shards)]
+  parts: List[Optional[dict]] = [None] * num_shards
+  keys = [_fingerprint(opts, params, classes, s) for s in shard_items]
+  for k in range(num_shards):
+    if opts.overwrite or not (os.path.exists(paths[k])
+                              and os.path.exists(part_paths[k])):
+      continue
+    with open(part_paths[k], encoding="utf-8") as f:
+      part = json.load(f)
+    if part.get("fingerprint") != keys[k]:
+      raise ValueError(
+          f"{paths[k]} exists but was written from other annotations,"
+          " videos or options (its fingerprint in"
+          f" {part_paths[k]} differs); use a new --output_dir or"
+          " --overwrite")
+    parts[k] = part
+  skipped = sum(p is not None for p in parts)
+  todo = [k for k in range(num_shards) if parts[k] is None]
+  bar = _Bar(opts.progress, len(items),
+             sum(len(shard_items[k]) for k in range(num_shards)
+                 if parts[k] is not None), opts.split)
+  with contextlib.ExitStack() as stack:
+    stack.callback(bar.close)
+    jobs = [item for k in todo for item in shard_items[k]]
+    results = _ordered_results(jobs, params, opts.num_workers)
+    stack.callback(results.close)
+    for k in todo:
+      tmp = paths[k] + ".incomplete"
+      part = {"fingerprint": keys[k], "shard": os.path.basename(paths[k]),
+              "videos": len(shard_items[k]), "videos_converted": 0,
+              "records": 0, "frames": 0, "segments": 0, "issues": []}
+      with tf.io.TFRecordWriter(tmp) as writer:
+        for _ in shard_items[k]:
+          res = next(results)
+          for data in res.serialized:
+            writer.write(data)
+          part["videos_converted"] += int(res.converted)
+          part["records"] += len(res.serialized)
+          part["frames"] += res.frames * len(res.serialized)
+          part["segments"] += res.segments
+          part["issues"].extend(res.issues)
+          bar.update()
+      # The part first: a shard under its final name always has its part.
+      _atomic_write(part_paths[k], json.dumps(part, indent=1) + "\n")
+      os.replace(tmp, paths[k])
+      parts[k] = part
+  report = _report(opts, params, classes, items, paths, parts, skipped,
+                   time.perf_counter() - t0)
+  report_path = os.path.join(opts.output_dir, opts.split + ".report.json")
+  _atomic_write(report_path, json.dumps(report, indent=1) + "\n")
+  report["report_path"] = report_path
+  return report
+
+
+def _report(opts: Options, params: Params, classes: Sequence[str],
+            items: Sequence[common.VideoItem], paths: Sequence[str],
+            parts: Sequence[dict], skipped: int, seconds: float) -> dict:
+  issues = [i for p in parts for i in p["issues"]]
+  counts = collections.Counter(i["reason"] for i in issues)
+  written = {"videos": sum(p["videos_converted"] for p in parts),
+             "records": sum(p["records"] for p in parts),
+             "frames": sum(p["frames"] for p in parts),
+             "segments": sum(p["segments"] for p in parts)}
+  annotated = {"videos": len(items),
+               "records": sum(i.num_records for i in items),
+               "segments": sum(i.num_segments for i in items)}
+  return {
+      "format": opts.format,
+      "task": params.task,
+      "split": opts.split,
+      "subset": opts.subset,
+      "annotations": os.path.abspath(opts.annotations),
+      "videos_dir": os.path.abspath(opts.videos_dir),
+      "fps": params.fps,
+      "short_side": params.short_side,
+      "jpeg_quality": params.jpeg_quality,
+      "duration_tolerance": params.duration_tolerance,
+      "num_classes": len(classes) if classes else None,
+      "shards": [os.path.basename(p) for p in paths],
+      "shards_resumed": skipped,
+      "annotated": annotated,
+      "written": written,
+      "dropped": {k: annotated[k] - written[k]
+                  for k in ("videos", "records", "segments")},
+      "issue_counts": {r: counts.get(r, 0) for r in common.REASONS},
+      "issues": issues,
+      "seconds": round(seconds, 2),
+  }
+
+
+def summary_line(report: dict) -> str:
+  """The one-line summary printed at the end of a conversion."""
+  a, w = report["annotated"], report["written"]
+  problems = ", ".join(f"{r} {c}" for r, c in report["issue_counts"].items()
+                       if c) or "none"
+  return (f"{report['split']}: {w['records']}/{a['records']} records from"
+          f" {w['videos']}/{a['videos']} videos ({w['frames']} frames,"
+          f" {w['segments']}/{a['segments']} segments) in"
+          f" {len(report['shards'])} shards ({report['shards_resumed']}"
+          f" resumed), {report['seconds']:.1f} s; issues: {problems};"
+          f" report: {report.get('report_path', '')}")

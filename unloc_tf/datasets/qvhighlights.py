@@ -1,0 +1,134 @@
+"""QVHighlights: highlight detection (HD) or moment retrieval (MR), 1 fps.
+
+`read_qvhighlights` reads the ground-truth / query jsonl files
+(highlight_{train,val,test}_release.jsonl; `unloc_tf.metrics.formats` reads
+the submissions).  `plan_qvhighlights` makes one record per query
+(`example_id` = qid): HD (default) with the relevant windows as segments
+labelled 0, the query and the per-clip saliency (`SECS_PER_CLIP`-second
+clips, 3 annotators), or MR (windows and query only).  A query without a
+window (the release test file) is reported (no_segments).  The default 1 fps
+is the reference configs'.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+from unloc_tf import spec
+from unloc_tf.datasets import common
+from unloc_tf.metrics.formats import (
+  FormatError,
+  as_integer,
+  as_list,
+  as_number,
+  as_segment,
+  as_string,
+  iter_jsonl,
+  require,
+)
+
+SECS_PER_CLIP = 2.0  # the saliency clips
+
+_QVH_QUERY_FIELDS = ("qid", "query", "duration", "vid")
+_QVH_LABEL_FIELDS = ("relevant_windows", "relevant_clip_ids",
+                     "saliency_scores")
+
+
+def read_qvhighlights(path: str, require_labels: bool = False) -> list[dict]:
+  """Reads a QVHighlights jsonl (highlight_{train,val,test}_*.jsonl).
+
+  Every row needs "qid" (int, unique), "query" (str), "duration" (number) and
+  "vid" (str).  The label fields are validated when present:
+  "relevant_windows" ([[s, e], ...]), "relevant_clip_ids" (ints, 2-second
+  clips) and "saliency_scores" (one [a, b, c] triple of the 3 annotators per
+  clip id); the last two go together.  With `require_labels` (ground truth)
+  all three are required.  The release test file has no labels.
+
+  Args:
+    path: the jsonl file.
+    require_labels: require the label fields.
+
+  Returns:
+    The rows, as stored (dicts parsed from JSON), in file order.
+
+  Raises:
+    FormatError: names the file, the line and the field.
+  """
+  rows = []
+  qids: dict[int, int] = {}
+  for lineno, row in iter_jsonl(path):
+    where = f"line {lineno}"
+    for field in _QVH_QUERY_FIELDS:
+      require(row, field, path, where)
+    qid = as_integer(row["qid"], path, where, "qid")
+    if qid in qids:
+      raise FormatError(path, where, "qid",
+                        f"duplicate qid {qid} (first on line {qids[qid]})")
+    qids[qid] = lineno
+    as_string(row["query"], path, where, "query")
+    as_string(row["vid"], path, where, "vid")
+    as_number(row["duration"], path, where, "duration")
+    if require_labels:
+      for field in _QVH_LABEL_FIELDS:
+        require(row, field, path, where)
+    if "relevant_windows" in row:
+      for w in as_list(row["relevant_windows"], path, where,
+                       "relevant_windows"):
+        as_segment(w, path, where, "relevant_windows")
+    has_ids = "relevant_clip_ids" in row
+    has_scores = "saliency_scores" in row
+    if has_ids != has_scores:
+      raise FormatError(
+          path, where,
+          "saliency_scores" if has_ids else "relevant_clip_ids",
+          "missing (relevant_clip_ids and saliency_scores go together)")
+    if has_ids:
+      ids = as_list(row["relevant_clip_ids"], path, where, "relevant_clip_ids")
+      for c in ids:
+        as_integer(c, path, where, "relevant_clip_ids")
+      scores = as_list(row["saliency_scores"], path, where, "saliency_scores")
+      if len(scores) != len(ids):
+        raise FormatError(path, where, "saliency_scores",
+                          f"{len(scores)} entries for {len(ids)}"
+                          " relevant_clip_ids")
+      for s in scores:
+        s = as_list(s, path, where, "saliency_scores")
+        if len(s) != 3:
+          raise FormatError(path, where, "saliency_scores",
+                            f"expected 3 annotator scores, got {s!r}")
+        for v in s:
+          as_number(v, path, where, "saliency_scores")
+    rows.append(row)
+  return rows
+
+
+def plan_qvhighlights(annotations: str, task: str = spec.HD) -> common.Plan:
+  """QVHighlights jsonl -> HD (or MR) records, one per query.
+
+  Args:
+    annotations: the jsonl file.
+    task: spec.HD (segments labelled 0, with saliency) or spec.MR.
+
+  Returns:
+    (one item per video, in file order; no classes).
+  """
+  rows = read_qvhighlights(annotations)
+  hd = task == spec.HD
+  planner = common.Planner(None)
+  by_video: Dict[str, common.VideoItem] = {}
+  for row in rows:
+    vid = row["vid"]
+    item = by_video.get(vid)
+    if item is None:
+      item = by_video[vid] = common.VideoItem(
+          vid, [], common.video_names(vid), float(row["duration"]))
+    rec = common.RecordPlan(vid, example_id=int(row["qid"]))
+    query = row["query"].strip()
+    for k, (s, e) in enumerate(row.get("relevant_windows", [])):
+      planner.segment(item, rec, k, float(s), float(e), text=query,
+                      label_index=0 if hd else -1)
+    if hd and "relevant_clip_ids" in row:
+      rec.saliency = ([int(c) for c in row["relevant_clip_ids"]],
+                      [[float(v) for v in s] for s in row["saliency_scores"]])
+    planner.finish(item, rec, required=True)
+  return list(by_video.values()), []

@@ -1,0 +1,182 @@
+"""One video -> its serialised records (what the worker processes run).
+
+`convert_video` decodes the video of a planned `common.VideoItem` with
+`unloc_tf.data.video` (stored frame i = time i / fps, short side resized),
+encodes the frames as JPEG and serialises each planned record as a
+`tf.SequenceExample` of `unloc_tf.data.records`:
+
+  * segments are clipped to [0, decoded duration] (segment_clipped; nothing
+    left: segment_outside_video) and indexed start_index = round(start *
+    fps), end_index = min(round(end * fps), n - 1) (round half up, clamped
+    to the n stored frames, end inclusive), as `unloc_tf.data.synthetic` and
+    the pipeline read them; timestamps keep the (clipped) annotated times in
+    microseconds;
+  * an MR / HD record left without a segment is dropped (no_segments);
+  * AS: per-frame labels, later steps overwrite earlier ones, no step =
+    background (no label);
+  * Kinetics: a full video is cut to the clip window (clip_clipped /
+    clip_outside_video); otherwise an annotated duration that differs from
+    the decoded one by more than the tolerance is reported
+    (duration_mismatch).
+
+The context map fields are serialised sorted by key, so the bytes do not
+depend on the process.  Never raises for bad input: missing / undecodable
+videos and bad segments become report entries (`common.REASONS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from unloc_tf import spec
+from unloc_tf.data import records
+from unloc_tf.data import video as video_io
+from unloc_tf.datasets import common, qvhighlights
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+  """What a worker needs besides the item."""
+
+  task: str
+  fps: float
+  short_side: int
+  jpeg_quality: int
+  duration_tolerance: float
+
+
+@dataclasses.dataclass
+class VideoResult:
+  """The records of one video and the problems found."""
+
+  video_id: str
+  serialized: List[bytes]
+  issues: List[dict]
+  converted: bool = False
+  frames: int = 0
+  segments: int = 0
+
+
+def _frame_index(t: float, fps: float) -> int:
+  """round(t * fps), half up (`unloc_tf.data.synthetic`'s rule)."""
+  return int(math.floor(t * fps + 0.5))
+
+
+def _decode_jpegs(path: str, params: Params, max_frames: Optional[int]
+                  ) -> Tuple[List[bytes], float]:
+  """Stored frames as JPEG bytes (encoded as they are decoded) + duration."""
+  reader = video_io.VideoReader(path, params.fps, params.short_side,
+                                max_frames)
+  jpegs: List[bytes] = []
+  last = None
+  for frame in reader:
+    if frame is last:  # the reader repeats a frame (upsampling)
+      jpegs.append(jpegs[-1])
+      continue
+    jpegs.extend(video_io.frames_to_jpeg(frame[None], params.jpeg_quality))
+    last = frame
+  return jpegs, float(reader.duration)
+
+
+def convert_video(item: common.VideoItem, params: Params) -> VideoResult:
+  """Decodes one video and serialises its records (the module's rules).
+
+  Never raises for bad input: missing / undecodable videos and bad segments
+  become report entries.
+  """
+  vid = item.video_id
+  result = VideoResult(vid, [], list(item.issues))
+  issues = result.issues
+  if not item.records:
+    return result
+  if item.path is None:
+    tried = [n for n, _ in item.names]
+    issues.append(common.issue(
+        common.MISSING_VIDEO, vid,
+        detail=f"no file named any of {tried} with a video extension"))
+    return result
+  fps = params.fps
+  max_frames = None
+  if item.window is not None:
+    max_frames = max(1, _frame_index(item.window[1], fps))
+  try:
+    jpegs, duration = _decode_jpegs(item.path, params, max_frames)
+  except video_io.VideoDecodeError as e:
+    issues.append(common.issue(common.UNDECODABLE_VIDEO, vid, error=e.reason,
+                               detail=str(e)))
+    return result
+  if item.window is not None:
+    start, end = item.window
+    first = _frame_index(start, fps)
+    if first >= len(jpegs) or start >= duration:
+      issues.append(common.issue(common.CLIP_OUTSIDE, vid,
+                                 annotation=[start, end],
+                                 video_duration=duration))
+      return result
+    if end > duration:
+      issues.append(common.issue(common.CLIP_CLIPPED, vid,
+                                 annotation=[start, end],
+                                 stored=[start, duration],
+                                 video_duration=duration))
+      end = duration
+    jpegs = jpegs[first:]
+    duration = end - start
+  elif item.annotation_duration is not None and abs(
+      item.annotation_duration - duration) > params.duration_tolerance:
+    issues.append(common.issue(common.DURATION_MISMATCH, vid,
+                               annotation_duration=item.annotation_duration,
+                               video_duration=duration))
+  n = len(jpegs)
+  result.converted = True
+  result.frames = n
+  for rec in item.records:
+    ident = dict(record=rec.media_id if rec.example_id is None else None,
+                 example_id=rec.example_id)
+    segments = []
+    for sp in rec.segments:
+      where = dict(segment=sp.index, annotation=[sp.start, sp.end], **ident)
+      start, end = max(sp.start, 0.0), min(sp.end, duration)
+      if end - start < 1e-6:
+        issues.append(common.issue(common.SEGMENT_OUTSIDE, vid,
+                                   video_duration=duration, **where))
+        continue
+      if (start, end) != (sp.start, sp.end):
+        issues.append(common.issue(common.SEGMENT_CLIPPED, vid,
+                                   stored=[start, end],
+                                   video_duration=duration, **where))
+      si = min(max(_frame_index(start, fps), 0), n - 1)
+      ei = min(max(_frame_index(end, fps), si), n - 1)
+      segments.append(records.Segment(si, ei, sp.label_index,
+                                      sp.label_string, start, end))
+    if params.task in (spec.MR, spec.HD) and not segments:
+      issues.append(common.issue(common.NO_SEGMENTS, vid, **ident))
+      continue
+    frame_labels = None
+    if params.task == spec.AS:
+      labels = [-1] * n
+      for seg in segments:  # annotation order: later steps overwrite
+        labels[seg.start_index:seg.end_index + 1] = (
+            [seg.label_index] * (seg.end_index - seg.start_index + 1))
+      frame_labels = [[v] if v >= 0 else [] for v in labels]
+    saliency = None
+    if rec.saliency is not None:
+      clip_ids, scores = rec.saliency
+      saliency = records.Saliency(
+          clip_ids, np.asarray(scores, np.float32).reshape(len(clip_ids), -1),
+          qvhighlights.SECS_PER_CLIP)
+    record = records.VideoRecord(
+        media_id=rec.media_id, secs_per_timestep=1.0 / fps, frames=jpegs,
+        segments=segments, example_id=rec.example_id, duration=duration,
+        saliency=saliency, frame_labels=frame_labels,
+        clip_labels=rec.clip_labels,
+        clip_label_strings=rec.clip_label_strings)
+    # Deterministic: map fields (the context) sorted by key, so the bytes
+    # do not depend on the process that serialised them.
+    result.serialized.append(records.to_sequence_example(
+        record, params.task).SerializeToString(deterministic=True))
+    result.segments += len(segments)
+  return result

@@ -1,0 +1,243 @@
+"""One experiment loader: gin files + bindings → what to build, train, evaluate
+and export.
+
+    exp = launch.load_experiment(["experiments/synthetic_mr"],
+                                 ["DATA_DIR='/data/syn'"])
+    exp.train(workdir="/tmp/w", strategy="default")
+    exp.evaluate(workdir="/tmp/w", checkpoint="best")
+    exp.export(workdir="/tmp/w", export_dir="/tmp/serving/mr")
+
+The gin files bind the library's constructor arguments directly (dynamic
+registration, style_anchors.md §5): `trainer.train.model_fn` (the task
+builder), the `train/` and `eval/` scoped `pipeline.make_dataset` and
+`pipeline.InputConfig`, `trainer.train.evaluator` and the optimiser.  This
+module is the only one that reads them; tools and the `Predictor` go through
+an `Experiment` and never import gin.  Gin's configuration is process-global,
+so loading an experiment replaces the previous one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Dict, Optional, Sequence
+
+from absl import logging
+
+import gin
+from unloc_tf.data import pipeline
+from unloc_tf.launch import config_files
+from unloc_tf.tasks import base
+from unloc_tf.train import evaluation, health, trainer
+
+_FLAG_OWNED = ("workdir", "strategy")
+OPERATIVE_CONFIG = "operative_config.gin"
+
+
+def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
+              finalize: bool = True) -> None:
+  """Parses gin files (by name or path) then bindings; later ones win."""
+  for path in config_files.search_paths():
+    gin.add_config_file_search_path(path)
+  gin.parse_config_files_and_bindings(
+      [config_files.find(n) for n in gin_files], list(gin_bindings),
+      finalize_config=finalize)
+
+
+def class_name_bindings(class_names: Sequence[str]) -> list[str]:
+  """Bindings that replace an experiment's class list (TAL / AS), so a
+  text-conditioned model runs on any names and the training data directory
+  need not exist.  NUM_CLASSES stays: a video-only head is built from it."""
+  names = tuple(str(c) for c in class_names)
+  return [f"CLASS_NAMES = {names!r}",
+          f"eval/pipeline.InputConfig.num_classes = {len(names)}",
+          "eval/pipeline.InputConfig.class_subset = None",
+          "evaluation.Evaluator.class_subset = None"]
+
+
+def _bound(binding: str) -> bool:
+  try:
+    gin.query_parameter(binding)
+  except ValueError:
+    return False
+  return True
+
+
+def _resolve(binding: str) -> Any:
+  """The value bound to e.g. "trainer.train.model_fn", None when unbound; a
+  reference is resolved (`@f` → f with its bindings, `@f()` → its result)."""
+  if not _bound(binding):
+    return None
+  value = gin.query_parameter(binding)
+  if isinstance(value, gin.config.ConfigurableReference):
+    fn = value.scoped_configurable_fn
+    return fn() if value.evaluate else fn
+  return value
+
+
+class Experiment:
+  """A parsed gin experiment (see the module docstring).
+
+  Args:
+    gin_files: names (e.g. "experiments/synthetic_mr") or paths.
+    gin_bindings: bindings applied after the files.
+    class_names: replace the class list (TAL / AS; `class_name_bindings`).
+  """
+
+  def __init__(self, gin_files: Sequence[str],
+               gin_bindings: Sequence[str] = (),
+               class_names: Optional[Sequence[str]] = None):
+    self.gin_files = list(gin_files)
+    self.gin_bindings = list(gin_bindings)
+    if class_names:
+      self.gin_bindings += class_name_bindings(class_names)
+    gin.clear_config()
+    parse_gin(self.gin_files, self.gin_bindings)
+    for name in _FLAG_OWNED:
+      if _bound(f"trainer.train.{name}"):
+        raise ValueError(f"trainer.train.{name} is set by a flag"
+                         f" (--{name}), not by a gin binding")
+    if not _bound("trainer.train.model_fn"):
+      raise ValueError(f"{self.gin_files} bind no trainer.train.model_fn:"
+                       " give an experiment (e.g. experiments/synthetic_tal)")
+
+  # -- what the experiment builds (resolved on demand: a job that needs no
+  # -- data, e.g. building the model, reads none) ----------------------------
+  @property
+  def task(self) -> str:
+    return self.eval_config.task
+
+  @property
+  def train_config(self) -> pipeline.InputConfig:
+    """The training pipeline's `InputConfig`."""
+    with gin.config_scope("train"):
+      return gin.get_configurable(pipeline.InputConfig)()
+
+  @property
+  def eval_config(self) -> pipeline.InputConfig:
+    """The evaluation pipeline's `InputConfig`."""
+    with gin.config_scope("eval"):
+      return gin.get_configurable(pipeline.InputConfig)()
+
+  @property
+  def eval_batch_size(self) -> int:
+    return int(_resolve("eval/pipeline.make_dataset.global_batch_size") or 1)
+
+  @property
+  def evaluator(self) -> evaluation.Evaluator:
+    """The experiment's evaluator (official metrics, decoding settings)."""
+    return (_resolve("trainer.train.evaluator")
+            or evaluation.Evaluator(self.task))
+
+  def model_fn(self):
+    """A new, unbuilt task model (the experiment's `model_fn`)."""
+    return _resolve("trainer.train.model_fn")()
+
+  def build_model(self):
+    """A new task model, built for the evaluation batches (no weights
+    loaded; variables created by a symbolic trace, nothing computed)."""
+    model = self.model_fn()
+    config = self.eval_config
+    if config.prompt_index == -1:  # one prompt's shapes build the model
+      config = dataclasses.replace(config, prompt_index=0)
+    shapes = {k: shape for k, (shape, dtype) in
+              pipeline.describe_batch(config, False, 1).items()
+              if dtype != "string"}
+    model.build(shapes)
+    return model
+
+  def eval_dataset(self):
+    """The evaluation dataset (`eval/pipeline.make_dataset`)."""
+    return _resolve("trainer.train.eval_data_fn")()
+
+  def load_model(self, workdir: str, checkpoint: str = "latest"):
+    """(built model with a checkpoint of `workdir` restored, its step)."""
+    model = self.build_model()
+    step = evaluation.restore_model(model, workdir, checkpoint)
+    return model, step
+
+  # -- the jobs ----------------------------------------------------------------
+  def check_training_records(self) -> None:
+    """Raises, naming the shard and field, when the training records
+    disagree with the config (classes, fps, frame counts, labels)."""
+    with gin.config_scope("train"):
+      bound = gin.get_bindings(pipeline.make_dataset)
+    if "file_pattern" in bound and "config" in bound:
+      health.check_records_against_config(bound["file_pattern"],
+                                          bound["config"])
+
+  def train(self, workdir: str, strategy=None) -> Dict[str, Any]:
+    """`trainer.train` with the experiment's bindings; writes the operative
+    config to the workdir."""
+    logging.info("gin config:\n%s", gin.config_str())
+    result = gin.get_configurable(trainer.train)(workdir=workdir,
+                                                 strategy=strategy)
+    self.write_operative_config(workdir)
+    return result
+
+  def evaluate(self, workdir: str, checkpoint: str = "latest"
+               ) -> Dict[str, Any]:
+    """Official metrics of a checkpoint (`evaluation.evaluate`)."""
+    return evaluation.evaluate(
+        workdir=workdir, model_fn=self.build_model,
+        eval_data_fn=self.eval_dataset, evaluator=self.evaluator,
+        checkpoint=checkpoint)
+
+  def export(self, workdir: str, export_dir: str, checkpoint: str = "latest",
+             text_signature: bool = True) -> tuple[str, int]:
+    """Exports a checkpoint as `<export_dir>/<version>/` with the
+    evaluation's inputs, prompts and decoding; (path, step)."""
+    from unloc_tf.export import saved_model  # noqa: PLC0415
+
+    model, step = self.load_model(workdir, checkpoint)
+    config = self.eval_config
+    # The prompts evaluation uses: all of them (averaged) or the chosen one.
+    prompts = config.prompts
+    if prompts and config.prompt_index >= 0:
+      prompts = (prompts[config.prompt_index],)
+    path = saved_model.export(
+        model=model, export_dir=export_dir, task=config.task,
+        num_frames=config.num_frames, input_mode=config.input_mode,
+        image_size=config.crop_size, embedding_dim=config.embedding_dim,
+        text_max_length=config.max_text_length,
+        class_names=config.class_names, keep_eos=config.keep_eos,
+        prompts=prompts if model.text_kind == base.CLASS_NAMES else None,
+        settings=self.evaluator.decode_settings,
+        operative_config=self.operative_config(),
+        text_signature=text_signature and model.text_kind is not None)
+    return path, step
+
+  # -- the config itself -------------------------------------------------------
+  def operative_config(self) -> str:
+    """The operative config (what ran so far), else the whole config."""
+    return gin.operative_config_str() or gin.config_str()
+
+  def write_operative_config(self, workdir: str) -> str:
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, OPERATIVE_CONFIG)
+    with open(path, "w") as f:
+      f.write(gin.operative_config_str())
+    return path
+
+
+def load_experiment(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
+                    class_names: Optional[Sequence[str]] = None
+                    ) -> Experiment:
+  """Parses an experiment (see `Experiment`)."""
+  return Experiment(gin_files, gin_bindings, class_names=class_names)
+
+
+def workdir_gin_files(gin_files: Sequence[str], workdir: Optional[str]
+                      ) -> list[str]:
+  """The gin files given, else the workdir's operative config (written by
+  training), else a clear error."""
+  if gin_files:
+    return list(gin_files)
+  if workdir:
+    path = os.path.join(workdir, OPERATIVE_CONFIG)
+    if os.path.isfile(path):
+      return [path]
+    raise FileNotFoundError(f"{workdir} has no {OPERATIVE_CONFIG}: pass"
+                            " --gin_file (+ --gin_bindings) of its config")
+  raise ValueError("give --gin_file, or a --workdir with"
+                   f" {OPERATIVE_CONFIG}")
