@@ -6,6 +6,9 @@ import os
 import setuptools
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+VERSION = {}
+with open(os.path.join(HERE, "unloc_tf", "version.py")) as f:
+  exec(f.read(), VERSION)  # noqa: S102 (our own file)
 
 
 def _gin_files():
@@ -20,7 +23,7 @@ def _gin_files():
 
 setuptools.setup(
     name="unloc_tf",
-    version="0.1.0",
+    version=VERSION["__version__"],
     description=("UnLoc (ICCV 2023) in TensorFlow 2 / Keras 3: one model for"
                  " moment retrieval, temporal action localization, action"
                  " segmentation and highlight detection."),

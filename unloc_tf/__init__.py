@@ -7,7 +7,9 @@ records), `unloc_tf.launch` (gin experiments), `unloc_tf.Predictor`
 `import unloc_tf` stays light.
 """
 
-__version__ = "0.1.0"
+from unloc_tf.version import __version__
+
+__all__ = ["Predictor", "__version__"]
 
 
 def __getattr__(name):

@@ -16,16 +16,7 @@ import csv
 from typing import Any, Mapping, Optional, Sequence
 
 from unloc_tf.datasets import common
-from unloc_tf.metrics.formats import (
-  FormatError,
-  activitynet_layout,
-  as_list,
-  as_number,
-  as_segment,
-  as_string,
-  load_json,
-  require,
-)
+from unloc_tf.metrics import formats
 
 # ActivityNet subset names, as in activity_net.v1-3.min.json.
 ACTIVITYNET_SUBSETS = ("training", "validation", "testing")
@@ -33,14 +24,15 @@ ACTIVITYNET_SUBSETS = ("training", "validation", "testing")
 
 def _anet_annotations(annotations: Any, path: str, vid: str,
                       field: str = "annotations") -> list[dict]:
-  annotations = as_list(annotations, path, f"video {vid!r}", field)
+  annotations = formats.as_list(annotations, path, f"video {vid!r}", field)
   out = []
   for i, a in enumerate(annotations):
     where = f"video {vid!r} {field}[{i}]"
     out.append({
-        "segment": as_segment(require(a, "segment", path, where), path, where),
-        "label": as_string(require(a, "label", path, where), path, where,
-                           "label"),
+        "segment": formats.as_segment(
+            formats.require(a, "segment", path, where), path, where),
+        "label": formats.as_string(
+            formats.require(a, "label", path, where), path, where, "label"),
     })
   return out
 
@@ -52,7 +44,7 @@ def _read_bsn_subsets(video_info: str) -> dict[str, str]:
     reader = csv.DictReader(f)
     for field in ("video", "subset"):
       if field not in (reader.fieldnames or []):
-        raise FormatError(video_info, "line 1", field, "missing column")
+        raise formats.FormatError(video_info, "line 1", field, "missing column")
     for row in reader:
       out[row["video"]] = row["subset"]
   return out
@@ -101,11 +93,11 @@ def read_activitynet(path: str, subset: Optional[str] = None, *,
     str}]}` and `{video_id: duration in seconds, or None}`.
 
   Raises:
-    FormatError: malformed file (names the file, video and field).
+    formats.FormatError: malformed file (names the file, video and field).
     ValueError: `subset` not available for this layout or matches no video.
   """
-  data = load_json(path)
-  layout = activitynet_layout(data)
+  data = formats.load_json(path)
+  layout = formats.activitynet_layout(data)
   gt: dict[str, list[dict]] = {}
   durations: dict[str, Optional[float]] = {}
   if layout == "database":
@@ -113,15 +105,16 @@ def read_activitynet(path: str, subset: Optional[str] = None, *,
     for vid, info in data["database"].items():
       where = f"video {vid!r}"
       if subset is not None:
-        s = as_string(require(info, "subset", path, where), path, where,
-                      "subset")
+        s = formats.as_string(formats.require(info, "subset", path, where),
+                              path, where, "subset")
         subsets_seen.add(s)
         if s != subset:
           continue
-      durations[vid] = as_number(require(info, "duration", path, where), path,
-                                 where, "duration")
-      gt[vid] = _anet_annotations(require(info, "annotations", path, where),
-                                  path, vid)
+      durations[vid] = formats.as_number(
+          formats.require(info, "duration", path, where), path, where,
+          "duration")
+      gt[vid] = _anet_annotations(
+          formats.require(info, "annotations", path, where), path, vid)
     if subset is not None and not gt:
       raise ValueError(f"{path}: no video with subset {subset!r}; subsets in"
                        f" the file: {sorted(subsets_seen)}")
@@ -146,20 +139,21 @@ def read_activitynet(path: str, subset: Optional[str] = None, *,
       where = f"video {key!r}"
       if subsets is not None:
         if key not in subsets:
-          raise FormatError(video_info, None, "video",
+          raise formats.FormatError(video_info, None, "video",
                             f"{key!r} (from {path}) is not listed")
         if subsets[key] != subset:
           continue
       vid = key[2:] if strip_v_prefix and key.startswith("v_") else key
-      durations[vid] = as_number(require(info, "duration_second", path, where),
-                                 path, where, "duration_second")
-      gt[vid] = _anet_annotations(require(info, "annotations", path, where),
-                                  path, key)
+      durations[vid] = formats.as_number(
+          formats.require(info, "duration_second", path, where), path, where,
+          "duration_second")
+      gt[vid] = _anet_annotations(
+          formats.require(info, "annotations", path, where), path, key)
     if subset is not None and not gt:
       raise ValueError(f"{path}: no video with subset {subset!r} in"
                        f" {video_info}")
   else:
-    raise FormatError(path, None, "database",
+    raise formats.FormatError(path, None, "database",
                       "not an ActivityNet file: expected a \"database\""
                       " object (official GT), a \"results\" object (results"
                       " layout) or BSN's {\"v_<id>\": {\"duration_second\","

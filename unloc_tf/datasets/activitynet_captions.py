@@ -15,15 +15,7 @@ import logging
 from typing import Dict, Optional
 
 from unloc_tf.datasets import common
-from unloc_tf.metrics.formats import (
-  FormatError,
-  as_list,
-  as_number,
-  as_segment,
-  as_string,
-  load_json,
-  require,
-)
+from unloc_tf.metrics import formats
 
 # The 2D-TAN loader rules (the common practice, see design/metrics.md §3).
 PREPROCESS_2D_TAN = "2d-tan"
@@ -58,33 +50,36 @@ def read_activitynet_captions(path: str,
     "clipped_end"}`.
 
   Raises:
-    FormatError: malformed file (names the file, video and field).
+    formats.FormatError: malformed file (names the file, video and field).
   """
   if preprocess not in (None, PREPROCESS_2D_TAN):
     raise ValueError(f"preprocess must be None or {PREPROCESS_2D_TAN!r}, "
                      f"got {preprocess!r}")
-  data = load_json(path)
+  data = formats.load_json(path)
   if not isinstance(data, dict):
-    raise FormatError(path, None, None, "expected {video_id: {...}}")
+    raise formats.FormatError(path, None, None, "expected {video_id: {...}}")
   rows = []
   stats = {"videos": len(data), "total": 0, "kept": 0, "dropped": 0,
            "clipped_start": 0, "clipped_end": 0}
   for vid, info in data.items():
     where = f"video {vid!r}"
-    duration = as_number(require(info, "duration", path, where), path, where,
-                         "duration")
-    stamps = as_list(require(info, "timestamps", path, where), path, where,
-                     "timestamps")
-    sentences = as_list(require(info, "sentences", path, where), path, where,
-                        "sentences")
+    duration = formats.as_number(
+        formats.require(info, "duration", path, where), path, where,
+        "duration")
+    stamps = formats.as_list(
+        formats.require(info, "timestamps", path, where), path, where,
+        "timestamps")
+    sentences = formats.as_list(
+        formats.require(info, "sentences", path, where), path, where,
+        "sentences")
     if len(stamps) != len(sentences):
-      raise FormatError(path, where, "sentences",
+      raise formats.FormatError(path, where, "sentences",
                         f"{len(sentences)} sentences for {len(stamps)}"
                         " timestamps")
     for i, (stamp, sentence) in enumerate(zip(stamps, sentences)):
       w = f"{where} sentence {i}"
-      t0, t1 = as_segment(stamp, path, w, "timestamps")
-      sentence = as_string(sentence, path, w, "sentences").strip()
+      t0, t1 = formats.as_segment(stamp, path, w, "timestamps")
+      sentence = formats.as_string(sentence, path, w, "sentences").strip()
       stats["total"] += 1
       if preprocess == PREPROCESS_2D_TAN:
         if not t0 < t1:

@@ -18,7 +18,7 @@ import math
 from typing import Dict, Optional
 
 from unloc_tf.datasets import common
-from unloc_tf.metrics.formats import FormatError
+from unloc_tf.metrics import formats
 
 
 def read_charades_lengths(csv_path: str) -> dict[str, float]:
@@ -28,17 +28,17 @@ def read_charades_lengths(csv_path: str) -> dict[str, float]:
     reader = csv.DictReader(f)
     for field in ("id", "length"):
       if field not in (reader.fieldnames or []):
-        raise FormatError(csv_path, "line 1", field, "missing column")
+        raise formats.FormatError(csv_path, "line 1", field, "missing column")
     for row in reader:
       where = f"line {reader.line_num}"
       try:
         length = float(row["length"])
       except (TypeError, ValueError):
-        raise FormatError(csv_path, where, "length",
+        raise formats.FormatError(csv_path, where, "length",
                           f"expected a number, got {row['length']!r}"
                           ) from None
       if not math.isfinite(length):
-        raise FormatError(csv_path, where, "length",
+        raise formats.FormatError(csv_path, where, "length",
                           f"expected a finite number, got {length}")
       out[row["id"]] = length
   return out
@@ -67,8 +67,8 @@ def read_charades_sta(txt_path: str, csv_path: Optional[str] = None,
     stats: `{"videos", "total", "kept", "dropped", "clipped_end"}`.
 
   Raises:
-    FormatError: malformed line (names the file, line and field) or a video
-      missing from the csv.
+    formats.FormatError: malformed line (names the file, line and field) or
+      a video missing from the csv.
   """
   lengths = read_charades_lengths(csv_path) if csv_path else None
   rows = []
@@ -82,15 +82,15 @@ def read_charades_sta(txt_path: str, csv_path: Optional[str] = None,
         continue
       where = f"line {lineno}"
       if "##" not in line:
-        raise FormatError(txt_path, where, "sentence",
+        raise formats.FormatError(txt_path, where, "sentence",
                           "missing '##' separator")
       head, sentence = line.split("##", 1)
       parts = head.split()
       for k, field in enumerate(("video_id", "start", "end")):
         if len(parts) <= k:
-          raise FormatError(txt_path, where, field, "missing")
+          raise formats.FormatError(txt_path, where, field, "missing")
       if len(parts) > 3:
-        raise FormatError(txt_path, where, "end",
+        raise formats.FormatError(txt_path, where, "end",
                           f"unexpected text after it: {parts[3:]!r}")
       vid = parts[0]
       times = []
@@ -98,10 +98,10 @@ def read_charades_sta(txt_path: str, csv_path: Optional[str] = None,
         try:
           t = float(text)
         except ValueError:
-          raise FormatError(txt_path, where, field,
+          raise formats.FormatError(txt_path, where, field,
                             f"expected a number, got {text!r}") from None
         if not math.isfinite(t):
-          raise FormatError(txt_path, where, field,
+          raise formats.FormatError(txt_path, where, field,
                             f"expected a finite number, got {text!r}")
         times.append(t)
       start, end = times
@@ -109,7 +109,7 @@ def read_charades_sta(txt_path: str, csv_path: Optional[str] = None,
       duration = None
       if lengths is not None:
         if vid not in lengths:
-          raise FormatError(txt_path, where, "video_id",
+          raise formats.FormatError(txt_path, where, "video_id",
                             f"{vid!r} is not in {csv_path}")
         duration = lengths[vid]
         if end > duration:

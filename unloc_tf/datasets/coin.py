@@ -14,17 +14,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from unloc_tf.datasets import common
-from unloc_tf.metrics.formats import (
-  FormatError,
-  as_integer,
-  as_list,
-  as_number,
-  as_segment,
-  as_string,
-  is_number,
-  load_json,
-  require,
-)
+from unloc_tf.metrics import formats
 
 
 def read_coin(path: str, subset: Optional[str] = None) -> dict[str, dict]:
@@ -46,36 +36,43 @@ def read_coin(path: str, subset: Optional[str] = None) -> dict[str, dict]:
     normalised.
 
   Raises:
-    FormatError: malformed file (names the file, video and field).
+    formats.FormatError: malformed file (names the file, video and field).
     ValueError: `subset` matches no video.
   """
-  data = load_json(path)
+  data = formats.load_json(path)
   if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
-    raise FormatError(path, None, "database", "missing (not a COIN file)")
+    raise formats.FormatError(path, None, "database",
+                              "missing (not a COIN file)")
   out = {}
   subsets_seen = set()
   for vid, info in data["database"].items():
     where = f"video {vid!r}"
-    s = as_string(require(info, "subset", path, where), path, where, "subset")
+    s = formats.as_string(formats.require(info, "subset", path, where), path,
+                          where, "subset")
     subsets_seen.add(s)
     if subset is not None and s != subset:
       continue
     anns = []
-    for i, a in enumerate(as_list(require(info, "annotation", path, where),
-                                  path, where, "annotation")):
+    annotations = formats.as_list(
+        formats.require(info, "annotation", path, where), path, where,
+        "annotation")
+    for i, a in enumerate(annotations):
       w = f"{where} annotation[{i}]"
-      a_id = require(a, "id", path, w)
-      if is_number(a_id):
-        a_id = str(as_integer(a_id, path, w, "id"))
+      a_id = formats.require(a, "id", path, w)
+      if formats.is_number(a_id):
+        a_id = str(formats.as_integer(a_id, path, w, "id"))
       anns.append({
-          "id": as_string(a_id, path, w, "id"),
-          "segment": as_segment(require(a, "segment", path, w), path, w),
-          "label": as_string(require(a, "label", path, w), path, w, "label"),
+          "id": formats.as_string(a_id, path, w, "id"),
+          "segment": formats.as_segment(formats.require(a, "segment", path, w),
+                                        path, w),
+          "label": formats.as_string(formats.require(a, "label", path, w),
+                                     path, w, "label"),
       })
     entry = dict(info)
     entry["subset"] = s
-    entry["duration"] = (None if info.get("duration") is None else
-                         as_number(info["duration"], path, where, "duration"))
+    entry["duration"] = (
+        None if info.get("duration") is None else
+        formats.as_number(info["duration"], path, where, "duration"))
     entry["annotation"] = anns
     out[vid] = entry
   if subset is not None and not out:

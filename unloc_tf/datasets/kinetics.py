@@ -16,7 +16,7 @@ import math
 from typing import Dict, List, Optional
 
 from unloc_tf.datasets import common
-from unloc_tf.metrics.formats import FormatError
+from unloc_tf.metrics import formats
 
 
 def read_kinetics_csv(path: str) -> List[dict]:
@@ -24,14 +24,14 @@ def read_kinetics_csv(path: str) -> List[dict]:
   "time_start", "time_end", "split", "line"}.
 
   Raises:
-    FormatError: names the file, the line and the field.
+    formats.FormatError: names the file, the line and the field.
   """
   rows = []
   with open(path, encoding="utf-8", newline="") as f:
     reader = csv.DictReader(f)
     for field in ("youtube_id", "time_start", "time_end"):
       if field not in (reader.fieldnames or []):
-        raise FormatError(path, "line 1", field, "missing column")
+        raise formats.FormatError(path, "line 1", field, "missing column")
     for row in reader:
       where = f"line {reader.line_num}"
       times = []
@@ -39,15 +39,15 @@ def read_kinetics_csv(path: str) -> List[dict]:
         try:
           t = float(row[field])
         except (TypeError, ValueError):
-          raise FormatError(path, where, field, "expected a number,"
+          raise formats.FormatError(path, where, field, "expected a number,"
                             f" got {row[field]!r}") from None
         if not math.isfinite(t):
-          raise FormatError(path, where, field,
+          raise formats.FormatError(path, where, field,
                             f"expected a finite number, got {t}")
         times.append(t)
       yid = (row["youtube_id"] or "").strip()
       if not yid:
-        raise FormatError(path, where, "youtube_id", "empty")
+        raise formats.FormatError(path, where, "youtube_id", "empty")
       rows.append({"label": (row.get("label") or "").strip(),
                    "youtube_id": yid, "time_start": times[0],
                    "time_end": times[1],

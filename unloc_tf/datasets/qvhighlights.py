@@ -16,16 +16,7 @@ from typing import Dict
 
 from unloc_tf import spec
 from unloc_tf.datasets import common
-from unloc_tf.metrics.formats import (
-  FormatError,
-  as_integer,
-  as_list,
-  as_number,
-  as_segment,
-  as_string,
-  iter_jsonl,
-  require,
-)
+from unloc_tf.metrics import formats
 
 SECS_PER_CLIP = 2.0  # the saliency clips
 
@@ -46,58 +37,60 @@ def read_qvhighlights(path: str, require_labels: bool = False) -> list[dict]:
 
   Args:
     path: the jsonl file.
-    require_labels: require the label fields.
+    require_labels: formats.require the label fields.
 
   Returns:
     The rows, as stored (dicts parsed from JSON), in file order.
 
   Raises:
-    FormatError: names the file, the line and the field.
+    formats.FormatError: names the file, the line and the field.
   """
   rows = []
   qids: dict[int, int] = {}
-  for lineno, row in iter_jsonl(path):
+  for lineno, row in formats.iter_jsonl(path):
     where = f"line {lineno}"
     for field in _QVH_QUERY_FIELDS:
-      require(row, field, path, where)
-    qid = as_integer(row["qid"], path, where, "qid")
+      formats.require(row, field, path, where)
+    qid = formats.as_integer(row["qid"], path, where, "qid")
     if qid in qids:
-      raise FormatError(path, where, "qid",
+      raise formats.FormatError(path, where, "qid",
                         f"duplicate qid {qid} (first on line {qids[qid]})")
     qids[qid] = lineno
-    as_string(row["query"], path, where, "query")
-    as_string(row["vid"], path, where, "vid")
-    as_number(row["duration"], path, where, "duration")
+    formats.as_string(row["query"], path, where, "query")
+    formats.as_string(row["vid"], path, where, "vid")
+    formats.as_number(row["duration"], path, where, "duration")
     if require_labels:
       for field in _QVH_LABEL_FIELDS:
-        require(row, field, path, where)
+        formats.require(row, field, path, where)
     if "relevant_windows" in row:
-      for w in as_list(row["relevant_windows"], path, where,
+      for w in formats.as_list(row["relevant_windows"], path, where,
                        "relevant_windows"):
-        as_segment(w, path, where, "relevant_windows")
+        formats.as_segment(w, path, where, "relevant_windows")
     has_ids = "relevant_clip_ids" in row
     has_scores = "saliency_scores" in row
     if has_ids != has_scores:
-      raise FormatError(
+      raise formats.FormatError(
           path, where,
           "saliency_scores" if has_ids else "relevant_clip_ids",
           "missing (relevant_clip_ids and saliency_scores go together)")
     if has_ids:
-      ids = as_list(row["relevant_clip_ids"], path, where, "relevant_clip_ids")
+      ids = formats.as_list(row["relevant_clip_ids"], path, where,
+                            "relevant_clip_ids")
       for c in ids:
-        as_integer(c, path, where, "relevant_clip_ids")
-      scores = as_list(row["saliency_scores"], path, where, "saliency_scores")
+        formats.as_integer(c, path, where, "relevant_clip_ids")
+      scores = formats.as_list(row["saliency_scores"], path, where,
+                               "saliency_scores")
       if len(scores) != len(ids):
-        raise FormatError(path, where, "saliency_scores",
+        raise formats.FormatError(path, where, "saliency_scores",
                           f"{len(scores)} entries for {len(ids)}"
                           " relevant_clip_ids")
       for s in scores:
-        s = as_list(s, path, where, "saliency_scores")
+        s = formats.as_list(s, path, where, "saliency_scores")
         if len(s) != 3:
-          raise FormatError(path, where, "saliency_scores",
+          raise formats.FormatError(path, where, "saliency_scores",
                             f"expected 3 annotator scores, got {s!r}")
         for v in s:
-          as_number(v, path, where, "saliency_scores")
+          formats.as_number(v, path, where, "saliency_scores")
     rows.append(row)
   return rows
 

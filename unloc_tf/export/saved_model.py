@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from unloc_tf import spec
+from unloc_tf import version as version_lib
 from unloc_tf.data import text as text_lib
 from unloc_tf.export import op_audit
 from unloc_tf.export import signatures as signatures_lib
@@ -277,8 +278,6 @@ def export(
 
 def _export_info(endpoints, ex: signatures_lib.ServingModule, version,
                  class_names, audit_result, has_gin) -> Dict[str, Any]:
-  import unloc_tf  # noqa: PLC0415 (the version; unloc_tf imports export)
-
   signatures = {}
   for name, fn in endpoints.items():
     text = name == SERVING_TEXT
@@ -317,5 +316,5 @@ def _export_info(endpoints, ex: signatures_lib.ServingModule, version,
       "operative_config": GIN_FILENAME if has_gin else None,
       "versions": {"tensorflow": tf.__version__,
                    "keras": keras.__version__,
-                   "unloc_tf": unloc_tf.__version__},
+                   "unloc_tf": version_lib.__version__},
   }

@@ -180,11 +180,11 @@ class LocalizationResults(base.TaskResults):
       key = base.video_key(batch, i)
       if key in self.ground_truth:
         continue
+      rows = zip(batch[spec.GT_START][i], batch[spec.GT_END][i],
+                 batch[spec.GT_LABEL][i], batch[spec.GT_VALID][i])
       self.ground_truth[key] = [
           {"segment": [float(s), float(e)], "label": name(int(c))}
-          for s, e, c, v in zip(batch[spec.GT_START][i], batch[spec.GT_END][i],
-                                batch[spec.GT_LABEL][i], batch[spec.GT_VALID][i])
-          if v]
+          for s, e, c, v in rows if v]
       n = int(detections["num_detections"][i])
       self.results[key] = [
           {"segment": [float(x) for x in detections["segments"][i, j]],

@@ -193,7 +193,8 @@ class RetrievalResults(base.TaskResults):
         if not valid[k]:
           continue
         n = int(detections["num_detections"][i, k])
-        gt = [float(batch[spec.GT_START][i, k]), float(batch[spec.GT_END][i, k])]
+        gt = [float(batch[spec.GT_START][i, k]),
+              float(batch[spec.GT_END][i, k])]
         self.rows.append({
             "video_id": key,
             "query": batch[spec.TEXT_STRINGS][i, k].decode("utf-8"),

@@ -310,13 +310,6 @@ class SyntheticVideo:
   def num_distractors(self) -> int:
     return sum(o.event is None for o in self.objects)
 
-  def event_object(self, k: int) -> SceneObject:
-    """The object performing event k."""
-    for o in self.objects:
-      if o.event == k:
-        return o
-    raise KeyError(k)
-
 
 # ---------------------------------------------------------------------------
 # Class lists.
