@@ -25,9 +25,11 @@ def _outside_runfiles(root: str) -> list:
 if __name__ == "__main__":
   runfiles = os.environ.get("TEST_SRCDIR")
   if runfiles:
-    sys.meta_path[:] = [f for f in sys.meta_path
-                        if "editable" not in type(f).__name__.lower()
-                        and "editable" not in getattr(f, "__name__", "").lower()]
+    def _editable(finder) -> bool:
+      names = (type(finder).__name__, getattr(finder, "__name__", ""))
+      return any("editable" in n.lower() for n in names)
+
+    sys.meta_path[:] = [f for f in sys.meta_path if not _editable(f)]
   code = pytest.main(["-q", "-p", "no:cacheprovider", *sys.argv[1:]])
   if runfiles:
     stray = _outside_runfiles(os.path.abspath(runfiles))

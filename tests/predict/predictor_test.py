@@ -5,6 +5,8 @@ JSON / PNG outputs."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -153,3 +155,33 @@ def test_segments_from_frame_logits():
       ("a", [0.5, 1.5]), ("b", [1.5, 2.0]), ("a", [2.5, 3.0])]
   sig = 1 / (1 + np.exp(-np.array([3.0, 2.0])))
   assert segs[0]["score"] == pytest.approx(sig.mean())
+
+
+def test_the_tool_writes_what_the_predictor_returns(setup, tmp_path):
+  """tools/predict.py is flags → Predictor → files: same detections."""
+  out_dir = str(tmp_path / "out")
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  video = setup["videos"][0]
+  run = subprocess.run(
+      [sys.executable, "tools/predict.py", f"--workdir={setup['work']}",
+       f"--video={video}", f"--class_names={setup['classes']}",
+       f"--output_dir={out_dir}", "--noplot"], cwd=root, capture_output=True,
+      text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert run.returncode == 0, run.stderr[-3000:]
+  name = os.path.splitext(os.path.basename(video))[0]
+  with open(os.path.join(out_dir, name + ".json")) as f:
+    doc = json.load(f)
+  want = setup["expected"][name]
+  assert len(doc["detections"]) == len(want) > 0
+  for w, g in zip(want, doc["detections"]):
+    assert g["label"] == w["label"]
+    np.testing.assert_allclose(g["segment"], w["segment"], atol=1e-5)
+  assert f"{video}: {len(want)} detections ->" in run.stdout
+  bad = subprocess.run(
+      [sys.executable, "tools/predict.py", f"--workdir={setup['work']}",
+       f"--saved_model={setup['export_dir']}", f"--video={video}",
+       f"--output_dir={out_dir}"], cwd=root, capture_output=True, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert bad.returncode != 0
+  assert "give exactly one of --workdir and --saved_model" in bad.stderr

@@ -56,6 +56,7 @@ ASSETS_EXTRA = "assets.extra"
 
 CLASS_NAMES = signatures_lib.CLASS_NAMES
 QUERIES = signatures_lib.QUERIES
+# The tasks that serve detections (classification pre-training does not).
 TASKS = (spec.TAL, spec.MR, spec.HD, spec.AS)
 _VERSION_DIR = re.compile(r"^\d+$")
 
@@ -193,11 +194,12 @@ def export(
   if kind is not None and text_max_length > backbone.text_encoder.max_length:
     raise ValueError(f"text_max_length={text_max_length} exceeds the text"
                      f" tower's max_length={backbone.text_encoder.max_length}")
-  if model.task == spec.HD:
-    if num_text not in (None, 1):
-      raise ValueError(f"highlight detection has one query per video, got"
-                       f" num_text={num_text}")
-    num_text = 1
+  fixed = model.texts_per_video
+  if fixed is not None:
+    if num_text not in (None, fixed):
+      raise ValueError(f"a {model.task} model reads {fixed} text(s) per"
+                       f" video, got num_text={num_text}")
+    num_text = fixed
   if prompts is not None:
     if kind != base.CLASS_NAMES:
       raise ValueError("prompts apply to class names (TAL / AS) only")

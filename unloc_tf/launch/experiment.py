@@ -19,6 +19,7 @@ so loading an experiment replaces the previous one.
 from __future__ import annotations
 
 import dataclasses
+import logging as std_logging
 import os
 from typing import Any, Dict, Optional, Sequence
 
@@ -34,14 +35,29 @@ _FLAG_OWNED = ("workdir", "strategy")
 OPERATIVE_CONFIG = "operative_config.gin"
 
 
+class _GinIncludeProbes(std_logging.Filter):
+  """Drops gin's "Path not found" ERROR records: gin probes an include
+  (e.g. 'runs/train.gin') through its resource reader before the search
+  paths, which then find it; a missing file still fails the parse."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Path not found")
+
+
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
               finalize: bool = True) -> None:
   """Parses gin files (by name or path) then bindings; later ones win."""
   for path in config_files.search_paths():
     gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(
-      [config_files.find(n) for n in gin_files], list(gin_bindings),
-      finalize_config=finalize)
+  quiet = _GinIncludeProbes()
+  root = std_logging.getLogger()
+  root.addFilter(quiet)
+  try:
+    gin.parse_config_files_and_bindings(
+        [config_files.find(n) for n in gin_files], list(gin_bindings),
+        finalize_config=finalize)
+  finally:
+    root.removeFilter(quiet)
 
 
 def class_name_bindings(class_names: Sequence[str]) -> list[str]:

@@ -72,6 +72,10 @@ class ActionLocalizer(base.UnlocTask):
     return base.QUERIES if self.task == spec.HD else base.CLASS_NAMES
 
   @property
+  def texts_per_video(self):
+    return 1 if self.task == spec.HD else None
+
+  @property
   def level_lengths(self):
     return tuple(int(n) for n in self.head.level_lengths)
 

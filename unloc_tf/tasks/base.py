@@ -168,6 +168,12 @@ class UnlocTask(keras.Model):
     """`CLASS_NAMES`, `QUERIES` or None (the model reads no text)."""
     return CLASS_NAMES
 
+  @property
+  def texts_per_video(self) -> Optional[int]:
+    """How many text items each video reads, when the task fixes it (HD:
+    its one query), else None."""
+    return None
+
   # -- building ------------------------------------------------------------
   def build(self, input_shape: Dict[str, Sequence[Optional[int]]]):
     """Creates every variable by tracing `call` on symbolic inputs.
