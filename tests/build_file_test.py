@@ -20,7 +20,8 @@ def _glob(patterns, exclude=()):
 
 
 def _rules():
-  """The BUILD file evaluated with recording stand-ins for the rules."""
+  """The BUILD file evaluated with recording stand-ins for the rules (and
+  the macros it loads from .bzl files)."""
   rules = {}
 
   def rule(kind):
@@ -28,10 +29,19 @@ def _rules():
       rules[name] = dict(kwargs, kind=kind)
     return record
 
+  kinds = ("py_library", "py_binary", "py_test", "filegroup")
+  native = type("native", (), {k: staticmethod(rule(k)) for k in kinds})
   env = {"glob": _glob, "package": lambda **kw: None,
          "exports_files": lambda files: None}
-  for kind in ("py_library", "py_binary", "py_test", "filegroup"):
-    env[kind] = rule(kind)
+  env.update({k: rule(k) for k in kinds})
+
+  def load(label, *names):
+    bzl = {"native": native}
+    with open(os.path.join(ROOT, label.replace("//:", ""))) as f:
+      exec(compile(f.read(), label, "exec"), bzl)  # noqa: S102 (our file)
+    env.update({n: bzl[n] for n in names})
+
+  env["load"] = load
   with open(os.path.join(ROOT, "BUILD")) as f:
     exec(compile(f.read(), "BUILD", "exec"), env)  # noqa: S102 (our file)
   return rules
