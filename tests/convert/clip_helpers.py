@@ -1,4 +1,4 @@
-"""The tiny CLIP fixture (tests/fixtures/clip_tiny/) and a safetensors writer.
+"""The tiny CLIP fixture (tests/testdata/clip_tiny/) and a safetensors writer.
 
 The fixture (made once by its make_fixture.py with torch + transformers,
 which the tests never import) is a tiny random Hugging Face CLIPModel, the
@@ -16,7 +16,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "clip_tiny")
+FIXTURE = os.path.join(ROOT, "tests", "testdata", "clip_tiny")
 HF = os.path.join(FIXTURE, "hf")
 PT_HEADS = dict(vision_heads=4, text_heads=3)  # not recorded in a .pt
 TOL = 1e-5

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.tasks import tasks_test  # noqa: F401 (the subprocess imports it)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 

@@ -19,6 +19,7 @@ so loading an experiment replaces the previous one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging as std_logging
 import os
 from typing import Any, Dict, Optional, Sequence
@@ -123,13 +124,13 @@ class Experiment:
   def task(self) -> str:
     return self.eval_config.task
 
-  @property
+  @functools.cached_property
   def train_config(self) -> pipeline.InputConfig:
     """The training pipeline's `InputConfig`."""
     with gin.config_scope("train"):
       return gin.get_configurable(pipeline.InputConfig)()
 
-  @property
+  @functools.cached_property
   def eval_config(self) -> pipeline.InputConfig:
     """The evaluation pipeline's `InputConfig`."""
     with gin.config_scope("eval"):

@@ -255,7 +255,8 @@ def test_tool_runs(tmp_path):
       os.path.abspath(__file__)))))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
   res = subprocess.run(
-      [sys.executable, "-m", "tools.make_synthetic", f"--output_dir={out}",
+      [sys.executable, os.path.join(root, "tools", "make_synthetic.py"),
+       f"--output_dir={out}",
        "--num_train=2", "--num_val=1", "--num_test=1",
        "--tasks=temporal_localization,moment_retrieval", "--num_shards=1"],
       cwd=root, env=env, capture_output=True, text=True, timeout=120)
