@@ -50,6 +50,16 @@ def _read_bsn_subsets(video_info: str) -> dict[str, str]:
   return out
 
 
+def _duration_and_annotations(info: Any, path: str, where: str, vid: str,
+                              duration_field: str):
+  """(duration, annotations) of one video's entry."""
+  duration = formats.as_number(
+      formats.require(info, duration_field, path, where), path, where,
+      duration_field)
+  return duration, _anet_annotations(
+      formats.require(info, "annotations", path, where), path, vid)
+
+
 def read_activitynet(path: str, subset: Optional[str] = None, *,
                      video_info: Optional[str] = None,
                      strip_v_prefix: bool = True
@@ -110,11 +120,8 @@ def read_activitynet(path: str, subset: Optional[str] = None, *,
         subsets_seen.add(s)
         if s != subset:
           continue
-      durations[vid] = formats.as_number(
-          formats.require(info, "duration", path, where), path, where,
-          "duration")
-      gt[vid] = _anet_annotations(
-          formats.require(info, "annotations", path, where), path, vid)
+      durations[vid], gt[vid] = _duration_and_annotations(
+          info, path, where, vid, "duration")
     if subset is not None and not gt:
       raise ValueError(f"{path}: no video with subset {subset!r}; subsets in"
                        f" the file: {sorted(subsets_seen)}")
@@ -140,24 +147,21 @@ def read_activitynet(path: str, subset: Optional[str] = None, *,
       if subsets is not None:
         if key not in subsets:
           raise formats.FormatError(video_info, None, "video",
-                            f"{key!r} (from {path}) is not listed")
+                                    f"{key!r} (from {path}) is not listed")
         if subsets[key] != subset:
           continue
       vid = key[2:] if strip_v_prefix and key.startswith("v_") else key
-      durations[vid] = formats.as_number(
-          formats.require(info, "duration_second", path, where), path, where,
-          "duration_second")
-      gt[vid] = _anet_annotations(
-          formats.require(info, "annotations", path, where), path, key)
+      durations[vid], gt[vid] = _duration_and_annotations(
+          info, path, where, key, "duration_second")
     if subset is not None and not gt:
       raise ValueError(f"{path}: no video with subset {subset!r} in"
                        f" {video_info}")
   else:
-    raise formats.FormatError(path, None, "database",
-                      "not an ActivityNet file: expected a \"database\""
-                      " object (official GT), a \"results\" object (results"
-                      " layout) or BSN's {\"v_<id>\": {\"duration_second\","
-                      " \"annotations\"}}")
+    raise formats.FormatError(
+        path, None, "database",
+        "not an ActivityNet file: expected a \"database\" object (official"
+        " GT), a \"results\" object (results layout) or BSN's {\"v_<id>\":"
+        " {\"duration_second\", \"annotations\"}}")
   return gt, durations
 
 

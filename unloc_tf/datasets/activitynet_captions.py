@@ -74,8 +74,8 @@ def read_activitynet_captions(path: str,
         "sentences")
     if len(stamps) != len(sentences):
       raise formats.FormatError(path, where, "sentences",
-                        f"{len(sentences)} sentences for {len(stamps)}"
-                        " timestamps")
+                                f"{len(sentences)} sentences for {len(stamps)}"
+                                " timestamps")
     for i, (stamp, sentence) in enumerate(zip(stamps, sentences)):
       w = f"{where} sentence {i}"
       t0, t1 = formats.as_segment(stamp, path, w, "timestamps")

@@ -35,11 +35,11 @@ def read_charades_lengths(csv_path: str) -> dict[str, float]:
         length = float(row["length"])
       except (TypeError, ValueError):
         raise formats.FormatError(csv_path, where, "length",
-                          f"expected a number, got {row['length']!r}"
-                          ) from None
+                                  f"expected a number, got {row['length']!r}"
+                                  ) from None
       if not math.isfinite(length):
         raise formats.FormatError(csv_path, where, "length",
-                          f"expected a finite number, got {length}")
+                                  f"expected a finite number, got {length}")
       out[row["id"]] = length
   return out
 
@@ -83,7 +83,7 @@ def read_charades_sta(txt_path: str, csv_path: Optional[str] = None,
       where = f"line {lineno}"
       if "##" not in line:
         raise formats.FormatError(txt_path, where, "sentence",
-                          "missing '##' separator")
+                                  "missing '##' separator")
       head, sentence = line.split("##", 1)
       parts = head.split()
       for k, field in enumerate(("video_id", "start", "end")):
@@ -91,18 +91,19 @@ def read_charades_sta(txt_path: str, csv_path: Optional[str] = None,
           raise formats.FormatError(txt_path, where, field, "missing")
       if len(parts) > 3:
         raise formats.FormatError(txt_path, where, "end",
-                          f"unexpected text after it: {parts[3:]!r}")
+                                  f"unexpected text after it: {parts[3:]!r}")
       vid = parts[0]
       times = []
       for field, text in (("start", parts[1]), ("end", parts[2])):
         try:
           t = float(text)
         except ValueError:
-          raise formats.FormatError(txt_path, where, field,
-                            f"expected a number, got {text!r}") from None
+          raise formats.FormatError(
+              txt_path, where, field,
+              f"expected a number, got {text!r}") from None
         if not math.isfinite(t):
           raise formats.FormatError(txt_path, where, field,
-                            f"expected a finite number, got {text!r}")
+                                    f"expected a finite number, got {text!r}")
         times.append(t)
       start, end = times
       stats["total"] += 1
@@ -110,7 +111,7 @@ def read_charades_sta(txt_path: str, csv_path: Optional[str] = None,
       if lengths is not None:
         if vid not in lengths:
           raise formats.FormatError(txt_path, where, "video_id",
-                            f"{vid!r} is not in {csv_path}")
+                                    f"{vid!r} is not in {csv_path}")
         duration = lengths[vid]
         if end > duration:
           stats["clipped_end"] += 1

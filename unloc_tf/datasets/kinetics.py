@@ -43,7 +43,7 @@ def read_kinetics_csv(path: str) -> List[dict]:
                             f" got {row[field]!r}") from None
         if not math.isfinite(t):
           raise formats.FormatError(path, where, field,
-                            f"expected a finite number, got {t}")
+                                    f"expected a finite number, got {t}")
         times.append(t)
       yid = (row["youtube_id"] or "").strip()
       if not yid:

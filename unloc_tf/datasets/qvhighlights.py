@@ -53,8 +53,9 @@ def read_qvhighlights(path: str, require_labels: bool = False) -> list[dict]:
       formats.require(row, field, path, where)
     qid = formats.as_integer(row["qid"], path, where, "qid")
     if qid in qids:
-      raise formats.FormatError(path, where, "qid",
-                        f"duplicate qid {qid} (first on line {qids[qid]})")
+      raise formats.FormatError(
+          path, where, "qid",
+          f"duplicate qid {qid} (first on line {qids[qid]})")
     qids[qid] = lineno
     formats.as_string(row["query"], path, where, "query")
     formats.as_string(row["vid"], path, where, "vid")
@@ -64,7 +65,7 @@ def read_qvhighlights(path: str, require_labels: bool = False) -> list[dict]:
         formats.require(row, field, path, where)
     if "relevant_windows" in row:
       for w in formats.as_list(row["relevant_windows"], path, where,
-                       "relevant_windows"):
+                               "relevant_windows"):
         formats.as_segment(w, path, where, "relevant_windows")
     has_ids = "relevant_clip_ids" in row
     has_scores = "saliency_scores" in row
@@ -82,13 +83,13 @@ def read_qvhighlights(path: str, require_labels: bool = False) -> list[dict]:
                                "saliency_scores")
       if len(scores) != len(ids):
         raise formats.FormatError(path, where, "saliency_scores",
-                          f"{len(scores)} entries for {len(ids)}"
-                          " relevant_clip_ids")
+                                  f"{len(scores)} entries for {len(ids)}"
+                                  " relevant_clip_ids")
       for s in scores:
         s = formats.as_list(s, path, where, "saliency_scores")
         if len(s) != 3:
           raise formats.FormatError(path, where, "saliency_scores",
-                            f"expected 3 annotator scores, got {s!r}")
+                                    f"expected 3 annotator scores, got {s!r}")
         for v in s:
           formats.as_number(v, path, where, "saliency_scores")
     rows.append(row)
