@@ -34,7 +34,7 @@ import numpy as np
 
 from unloc_tf import spec
 from unloc_tf.data import records
-from unloc_tf.data import video as video_io
+from unloc_tf.data import video as video_lib
 from unloc_tf.datasets import common, qvhighlights
 
 
@@ -69,7 +69,7 @@ def _frame_index(t: float, fps: float) -> int:
 def _decode_jpegs(path: str, params: Params, max_frames: Optional[int]
                   ) -> Tuple[List[bytes], float]:
   """Stored frames as JPEG bytes (encoded as they are decoded) + duration."""
-  reader = video_io.VideoReader(path, params.fps, params.short_side,
+  reader = video_lib.VideoReader(path, params.fps, params.short_side,
                                 max_frames)
   jpegs: List[bytes] = []
   last = None
@@ -77,7 +77,7 @@ def _decode_jpegs(path: str, params: Params, max_frames: Optional[int]
     if frame is last:  # the reader repeats a frame (upsampling)
       jpegs.append(jpegs[-1])
       continue
-    jpegs.extend(video_io.frames_to_jpeg(frame[None], params.jpeg_quality))
+    jpegs.extend(video_lib.frames_to_jpeg(frame[None], params.jpeg_quality))
     last = frame
   return jpegs, float(reader.duration)
 
@@ -105,7 +105,7 @@ def convert_video(item: common.VideoItem, params: Params) -> VideoResult:
     max_frames = max(1, _frame_index(item.window[1], fps))
   try:
     jpegs, duration = _decode_jpegs(item.path, params, max_frames)
-  except video_io.VideoDecodeError as e:
+  except video_lib.VideoDecodeError as e:
     issues.append(common.issue(common.UNDECODABLE_VIDEO, vid, error=e.reason,
                                detail=str(e)))
     return result

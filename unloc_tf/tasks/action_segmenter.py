@@ -124,10 +124,13 @@ class SegmentationResults(base.TaskResults):
 
   def detections(self):
     """Runs of frames predicted as one class, as scored segments."""
-    return {key: segments_from_frame_logits(
-        *self.video_logits(key)[::2], self.settings.class_names or (),
-        self.settings.decode.background_logit_threshold)
-            for key in self.windows}
+    out = {}
+    for key in self.windows:
+      logits, _, secs_per_timestep = self.video_logits(key)
+      out[key] = segments_from_frame_logits(
+          logits, secs_per_timestep, self.settings.class_names or (),
+          self.settings.decode.background_logit_threshold)
+    return out
 
 
 def segments_from_frame_logits(logits: np.ndarray, secs_per_timestep: float,
