@@ -93,3 +93,19 @@ def build_task(builder, size: str = "tiny", **kwargs):
   backbone = {k: kwargs.pop(k) for k in list(kwargs) if k in _BACKBONE_FIELDS}
   return builder(unloc_backbone.BackboneConfig(size=size, **backbone),
                  **kwargs)
+
+
+def bindings_read_by(gin_files: Sequence[str], gin_bindings: Sequence[str]
+                     ) -> list[str]:
+  """The macro bindings among `gin_bindings` that the experiment reads (the
+  experiment loader refuses a binding of a macro no config reads, e.g.
+  NUM_LEVELS for action segmentation); other bindings are kept."""
+  import gin  # noqa: PLC0415
+  from unloc_tf.launch import bindings, experiment  # noqa: PLC0415
+
+  gin.clear_config()
+  experiment.parse_gin(gin_files, finalize=False)
+  read = bindings.macros_referenced()
+  gin.clear_config()
+  return [b for b in gin_bindings
+          if all(m in read for m in bindings.macros_set([b]))]

@@ -9,7 +9,7 @@ import pytest
 
 import gin
 from unloc_tf import launch
-from unloc_tf.launch import config_files
+from unloc_tf.launch import bindings, config_files
 from unloc_tf.train import trainer
 
 EXPERIMENTS = [c for c in config_files.list_configs("experiments")]
@@ -49,44 +49,35 @@ def test_experiment_header(name):
       f"{name}: the header gives the result it should reach")
 
 
+_DATA_MACROS = ("DATA_DIR", "CLASS_EMBEDDINGS", "ZERO_SHOT_SPLITS",
+                "TRAIN_STEPS")
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_builds_at_tiny_size(tmp_path, name):
-  bindings = [
-      "MODEL_SIZE = 'tiny'", "IMAGE_SIZE = 32", "MIN_RESIZE = 32",
-      "FPN_LAYERS = (0, 1)",
-  ]
-  launch.parse_gin([name], bindings + ["DATA_DIR = '/unused'",
-                                        "CLASS_EMBEDDINGS = '/unused'",
-                                        "ZERO_SHOT_SPLITS = '/unused'",
-                                        "NUM_CLASSES = 5",
-                                        "TRAIN_STEPS = 10"]
-                   if "kinetics" in name else
-                   bindings + ["DATA_DIR = '/unused'",
-                               "CLASS_EMBEDDINGS = '/unused'",
-                               "ZERO_SHOT_SPLITS = '/unused'"],
-                   finalize=False)
-  try:
-    num_classes = gin.query_parameter("%NUM_CLASSES")
-  except ValueError:
-    num_classes = 1
-  try:
-    fpn = gin.query_parameter("%PYRAMID") == "fpn"
-  except ValueError:
-    fpn = False
-  if fpn:  # the tiny fusion has 2 blocks: 2 FPN levels
-    bindings += ["NUM_LEVELS = 2", "REGRESSION_BOUNDS = (4,)"]
-  data_dir = _data_dir(tmp_path, num_classes)
-  gin.clear_config()
-  extra = [f"DATA_DIR = '{data_dir}'",
-           f"CLASS_EMBEDDINGS = '{data_dir}/emb.npy'",
-           f"ZERO_SHOT_SPLITS = '{data_dir}/zs.json'"]
-  if "kinetics" in name:
-    extra += ["NUM_CLASSES = 5", "TRAIN_STEPS = 10"]
-  experiment = launch.load_experiment([name], bindings + extra)
+  """The README's laptop recipe: the experiment, then models/tiny_cpu, and
+  only the macros its header requires (so the header is checked too)."""
+  launch.parse_gin([name, "models/tiny_cpu"], finalize=False)
+  fixed_classes = gin.query_parameter("%NUM_CLASSES") if (
+      "NUM_CLASSES" in bindings.macros_defined()) else 1
+  if not isinstance(fixed_classes, int):  # read from classes.txt
+    fixed_classes = None
+  header = open(config_files.find(name)).read()
+  required = re.search(r"^# Required: (.*)$", header, re.M)
+  needed = [m for m in _DATA_MACROS
+            if required and m in required.group(1).split(".  ")[0]]
+  data_dir = _data_dir(tmp_path, fixed_classes or 5)
+  values = {"DATA_DIR": f"'{data_dir}'",
+            "CLASS_EMBEDDINGS": f"'{data_dir}/emb.npy'",
+            "ZERO_SHOT_SPLITS": f"'{data_dir}/zs.json'",
+            "TRAIN_STEPS": "10"}
+  experiment = launch.load_experiment(
+      [name, "models/tiny_cpu"], [f"{m} = {values[m]}" for m in needed])
   train_kwargs = gin.get_bindings(trainer.train)
   assert train_kwargs["total_steps"] > 0
   model = experiment.build_model()
   assert model.built and model.task == experiment.task
+  assert model.count_params() < 5_000_000, "tiny, not the recipe's size"
   optimizer = train_kwargs["optimizer_fn"]()
   assert optimizer is not None
   assert experiment.evaluator.decode_settings.max_detections > 0
@@ -95,6 +86,20 @@ def test_experiment_builds_at_tiny_size(tmp_path, name):
     if config.class_names is not None:
       assert len(config.class_names) == config.num_output_classes or (
           config.class_subset is not None)
+      if fixed_classes is None:  # the count is the class list's
+        assert config.num_classes == 5
+
+
+def test_class_count_defaults_to_the_dataset_without_a_class_list(tmp_path):
+  launch.parse_gin(["experiments/activitynet_tal_base_16"],
+                   [f"DATA_DIR = '{tmp_path}'"])
+  assert gin.query_parameter("%NUM_CLASSES") is not None
+  from unloc_tf.data import pipeline  # noqa: PLC0415
+  assert pipeline.count_class_names(200, data_dir=str(tmp_path)) == 200
+  _data_dir(tmp_path, 12)
+  assert pipeline.count_class_names(200, data_dir=str(tmp_path)) == 12
+  with pytest.raises(FileNotFoundError, match="bind NUM_CLASSES"):
+    pipeline.count_class_names(data_dir=str(tmp_path / "none"))
 
 
 @pytest.mark.parametrize("task", ["tal", "mr", "as"])

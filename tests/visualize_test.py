@@ -4,6 +4,8 @@ items."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ pytest.importorskip("matplotlib")  # An optional dependency.
 from matplotlib import image as mpimg  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from unloc_tf import visualize  # noqa: E402
 
@@ -103,3 +106,87 @@ def test_load_items_and_detect_kind_on_real_files():
   }
   for rel, kind in kinds.items():
     assert visualize.detect_kind(os.path.join(DATA, rel)) == kind, rel
+
+
+def _inside(box, outer):
+  return (outer.x0 <= box.x0 and box.x1 <= outer.x1 and outer.y0 <= box.y0
+          and box.y1 <= outer.y1)
+
+
+@pytest.mark.parametrize("saliency", [False, True])
+def test_labels_stay_inside_the_image(saliency):
+  """Labels of bars at the right and left edges (wider than their bars) are
+  moved inside the axes, where they are not clipped; every text is inside
+  the figure."""
+  preds = [{"segment": [97, 100], "score": 0.9,
+            "label": "a rather long class name at the end"},
+           {"segment": [0, 1], "score": 0.8,
+            "label": "another long class name at the start"},
+           {"segment": [30, 70], "score": 0.5, "label": "fits"}]
+  gt = [[98, 100, "a long ground-truth label"], [20, 60, "gt"]]
+  extra = dict(gt_saliency=[0, 1, 2] * 16) if saliency else {}
+  fig = visualize.timeline_figure(100.0, gt, preds, "video.mp4: tal",
+                                  **extra)
+  fig.canvas.draw()
+  renderer = fig.canvas.get_renderer()
+  ax = fig.axes[0]
+  labels = {t.get_text(): t for t in ax.texts}
+  assert set(labels) == {"0.90 a rather long class name at the end",
+                         "0.80 another long class name at the start",
+                         "0.50 fits", "a long ground-truth label", "gt"}
+  for text in labels.values():  # clipped to the axes, so inside them
+    assert text.get_clip_on()
+    assert _inside(text.get_window_extent(renderer), ax.bbox), text
+  texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+  assert len(texts) > 15
+  for text in texts:
+    assert _inside(text.get_window_extent(renderer), fig.bbox), text
+  # Wider than its bar: black on a light box; fitting: the bar's colour.
+  wide = labels["0.90 a rather long class name at the end"]
+  assert wide.get_color() == "black" and wide.get_bbox_patch() is not None
+  assert labels["gt"].get_color() == "white"
+  assert labels["gt"].get_bbox_patch() is None
+  if saliency:  # the saliency panel keeps the timeline's time axis
+    assert fig.axes[1].bbox.x0 == pytest.approx(ax.bbox.x0)
+    assert fig.axes[1].bbox.x1 == pytest.approx(ax.bbox.x1)
+
+
+def test_png_is_written_atomically(tmp_path, monkeypatch):
+  """The PNG appears under its name only complete: a save that dies half
+  way leaves no file of that name."""
+  path = tmp_path / "a.png"
+
+  def fail(self, fname, *args, **kwargs):
+    with open(fname, "wb") as f:
+      f.write(b"\x89PNG half")
+    raise OSError("disk full")
+
+  monkeypatch.setattr(Figure, "savefig", fail)
+  with pytest.raises(OSError, match="disk full"):
+    visualize.plot_timeline(str(path), 10.0, [], [[1, 2, 0.5]])
+  assert not path.exists()
+  monkeypatch.undo()
+  assert visualize.plot_timeline(str(path), 10.0, [], [[1, 2, 0.5]]) == str(
+      path)
+  assert os.listdir(tmp_path) == ["a.png"] and _pixels(str(path)).size
+
+
+def test_imports_without_matplotlib():
+  """The library imports matplotlib only to draw: without it, importing
+  works and drawing says what to install."""
+  code = (
+      "import sys\n"
+      "sys.modules['matplotlib'] = None\n"  # as if not installed
+      "import unloc_tf.predict, unloc_tf.visualize as v\n"
+      "print(v.matplotlib_missing())\n"
+      "try:\n"
+      "  v.plot_timeline('/nonexistent/a.png', 1.0, [], [])\n"
+      "except ImportError as e:\n"
+      "  print('ImportError', e)\n")
+  run = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                       capture_output=True, text=True,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert run.returncode == 0, run.stderr[-3000:]
+  message = ("plotting needs matplotlib, which is not installed: pip install"
+             " matplotlib (or pip install 'unloc_tf[data]')")
+  assert run.stdout.splitlines() == [message, "ImportError " + message]

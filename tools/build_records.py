@@ -12,9 +12,14 @@ Formats (--format; the task and the default --fps of each):
   activitynet_captions  ActivityNet Captions JSON -> moment_retrieval, one
                         record per video; 10 fps.
   charades_sta          Charades-STA txt (--charades_csv for the lengths) ->
-                        moment_retrieval, one record per query; 10 fps.
+                        moment_retrieval, one record per video with all its
+                        queries (--per_query: one per query, the
+                        reference's layout); 10 fps.
   qvhighlights          QVHighlights jsonl -> highlight_detection (or
-                        --task=moment_retrieval), one record per query; 1 fps.
+                        --task=moment_retrieval), one record per query; a
+                        file without labels (highlight_test_release.jsonl)
+                        gives records without targets (the query only), for
+                        the leaderboard submission; 1 fps.
   coin                  COIN.json -> action_segmentation (per-frame labels),
                         one record per video; 2 fps.
   kinetics              Kinetics csv -> classification, one record per clip
@@ -22,7 +27,9 @@ Formats (--format; the task and the default --fps of each):
                         cut to the clip); 10 fps.
 
 Videos: `<videos_dir>/**/<id>.<ext>` (also `v_<id>`), decoded and resized
-(short side --short_side) by `unloc_tf.data.video`.
+down to short side --short_side by `unloc_tf.data.video`; a smaller video is
+stored at its source size, never upscaled (reported:
+stored_at_source_size; --upscale resizes it up as before).
 
 Output (`<output_dir>`): `<split>-0000i-of-0000N.tfrecord` (N =
 --num_shards); classes.txt / classes.json (TAL / AS / CLS: --class_list,
@@ -39,7 +46,7 @@ Report reasons (nothing is dropped silently): missing_video,
 undecodable_video, duration_mismatch, segment_clipped,
 segment_outside_video, segment_zero_length, segment_reversed, unknown_class,
 empty_caption, no_segments, no_label, clip_clipped, clip_outside_video,
-duplicate_annotation.
+duplicate_annotation, stored_at_source_size.
 
 Usage (from the repo root; or the installed `unloc-build-records`):
   python tools/build_records.py --format=activitynet \
@@ -63,6 +70,10 @@ if __package__ in (None, ""):
   # unloc_tf without installing it.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
+
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
 
 from unloc_tf import spec  # noqa: E402
 from unloc_tf.datasets.builder import (  # noqa: E402
@@ -101,7 +112,11 @@ def _define_flags() -> None:
                      "Stored frames per second.  Defaults: " + fps_help + ".")
   flags.DEFINE_integer("short_side", 256,
                        "Short side of the stored frames in pixels (the"
-                       " reference's min_resize; 0 = source size).")
+                       " reference's min_resize; 0 = source size).  Smaller"
+                       " videos are stored at their source size (never"
+                       " upscaled) unless --upscale.")
+  flags.DEFINE_bool("upscale", False,
+                    "Also resize videos smaller than --short_side up to it.")
   flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality (1-100).")
   flags.DEFINE_integer("num_shards", 8, "Output shards N.")
   flags.DEFINE_integer("num_workers", 1,
@@ -113,6 +128,10 @@ def _define_flags() -> None:
   flags.DEFINE_string("charades_csv", None,
                       "charades_sta: Charades_v1_*.csv (annotated lengths,"
                       " compared with the decoded durations).")
+  flags.DEFINE_bool("per_query", False,
+                    "charades_sta: one record per query (example_id = its"
+                    " index in the txt; the reference's layout) instead of"
+                    " one per video with all its queries.")
   flags.DEFINE_string("video_info", None,
                       "activitynet, BSN layout: video_info_new.csv (needed"
                       " for --subset).")
@@ -131,7 +150,8 @@ def main(argv):
   opts = Options(
       format=f.format, annotations=f.annotations, videos_dir=f.videos_dir,
       output_dir=f.output_dir, split=f.split, subset=f.subset, task=f.task,
-      fps=f.fps, short_side=f.short_side, jpeg_quality=f.jpeg_quality,
+      fps=f.fps, short_side=f.short_side, upscale=f.upscale,
+      jpeg_quality=f.jpeg_quality, per_query=f.per_query,
       num_shards=f.num_shards, num_workers=f.num_workers,
       class_list=f.class_list, charades_csv=f.charades_csv,
       video_info=f.video_info, duration_tolerance=f.duration_tolerance,
@@ -146,7 +166,7 @@ def main(argv):
 def run():
   """Console-script entry point."""
   _define_flags()
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
+
 from unloc_tf.convert import clip, clip_checkpoint, torch_pickle  # noqa: E402
 
 _SOURCE = flags.DEFINE_string(
@@ -117,7 +121,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

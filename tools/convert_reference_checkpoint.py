@@ -32,8 +32,11 @@ loaded).  `--output_npz` also writes {variable.path: array}
 
 The inverse: `--to_reference=out.npz|out.msgpack` restores the model from
 `--workdir`'s latest checkpoint and writes the reference-named tree
-(`unloc_tf.convert.reference.to_reference`).  `--list` only prints the
-reference tree's names and shapes.
+(`unloc_tf.convert.reference.to_reference`), given the same
+`--gin_file` / `--gin_bindings` as the conversion.  Cached-embedding widths
+(e.g. 768-d ViT-B/16 frame embeddings of a 512-wide UnLoc-B) are read from
+the checkpoint, and reference → unloc_tf → reference gives the same tree
+bit for bit.  `--list` only prints the reference tree's names and shapes.
 """
 
 from __future__ import annotations
@@ -47,6 +50,10 @@ from absl import app, flags
 if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
+
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
 
 from unloc_tf.convert import reference, reference_io  # noqa: E402
 from unloc_tf.launch import flags as launch_flags  # noqa: E402
@@ -104,7 +111,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

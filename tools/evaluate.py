@@ -5,8 +5,11 @@ r"""Evaluates a trained UnLoc with the official metrics.
       [--checkpoint=best]
 
 Uses the training config (its eval/ input pipeline and evaluator); writes
-<workdir>/eval/metrics_<step>.json and the predictions in the benchmark's
-official format.
+<workdir>/eval/metrics_<step>.json, the predictions in the benchmark's
+official format and, for HD (or MR of an unlabeled split),
+submission_<step>.jsonl in the QVHighlights format.  On an unlabeled split
+(no ground truth: QVHighlights test, ActivityNet testing) no metric is
+computed: the files are for the leaderboard.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from absl import app, flags
 if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
+
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
 
 from unloc_tf.launch import flags as launch_flags  # noqa: E402
 
@@ -37,7 +44,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

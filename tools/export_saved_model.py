@@ -23,6 +23,10 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
+
 from unloc_tf.launch import flags as launch_flags  # noqa: E402
 
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None,
@@ -47,7 +51,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

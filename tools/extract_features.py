@@ -35,6 +35,10 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
+
 from unloc_tf import features  # noqa: E402
 from unloc_tf.launch import flags as launch_flags  # noqa: E402
 
@@ -121,7 +125,7 @@ def main(argv):
 
 def run():
   _define_flags()
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,10 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
+
 from unloc_tf import launch, spec  # noqa: E402
 from unloc_tf.data import synthetic  # noqa: E402
 from unloc_tf.launch import flags as launch_flags  # noqa: E402
@@ -88,7 +92,7 @@ class _Tool:
 
   def __init__(self, name: str, *args: str, log_path: str,
                threads: int = 0):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ)
     if threads:
       env.update(TF_NUM_INTRAOP_THREADS=str(threads),
                  TF_NUM_INTEROP_THREADS=str(threads))
@@ -321,7 +325,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
+
 from unloc_tf import spec  # noqa: E402
 from unloc_tf.data import synthetic  # noqa: E402
 
@@ -105,7 +109,7 @@ def main(argv):
 
 def run():
   """Console-script entry point."""
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,10 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
+
 from unloc_tf.datasets import common  # noqa: E402
 from unloc_tf.metrics import zero_shot  # noqa: E402
 
@@ -82,7 +86,7 @@ def main(argv):
 def run():
   """Console-script entry point."""
   _define_flags()
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,15 @@ The model: `--workdir` (its checkpoint; the config is `--gin_file` +
 video goes the evaluation path (`unloc_tf.predict`), so the detections
 equal tools/evaluate.py on records built from the same file.  Writes, per
 video, <output_dir>/<name>.json (scored segments in seconds, best first) and
-<name>.png (a timeline of the --top_k best; needs matplotlib).
+<name>.png (a timeline of the --top_k best; needs matplotlib, else one line
+says what to install and only the JSONs are written).
+
+Each video is predicted and written on its own (`predict.predict_videos`):
+one that cannot be decoded is reported ("FAILED: <video>: <reason>") and
+skipped; a video whose outputs exist is skipped (rerun after a kill to
+finish; --overwrite redoes them); outputs are written under a temporary
+name and renamed.  The last line counts done / skipped / failed videos; the
+exit status is 1 when any failed.
 """
 
 from __future__ import annotations
@@ -27,8 +35,11 @@ if __package__ in (None, ""):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))
 
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
+
 from unloc_tf import predict  # noqa: E402
-from unloc_tf.data import video  # noqa: E402
 from unloc_tf.launch import flags as launch_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -61,12 +72,19 @@ def _define_flags() -> None:
   flags.DEFINE_float("coarse_secs", 2.0, "Warn when a model token covers"
                      " more seconds than this.")
   flags.DEFINE_bool("plot", True, "Write the timeline PNGs.")
+  flags.DEFINE_bool("overwrite", False, "Predict videos whose outputs exist"
+                    " too (default: skip them).")
+
+
+def _check_model_flags() -> None:
+  if bool(launch_flags.WORKDIR.value) == bool(FLAGS.saved_model):
+    raise ValueError("give exactly one of --workdir and --saved_model")
 
 
 def _predictor() -> predict.Predictor:
+  """The model (made at the first video to predict)."""
+  _check_model_flags()
   workdir = launch_flags.WORKDIR.value
-  if bool(workdir) == bool(FLAGS.saved_model):
-    raise ValueError("give exactly one of --workdir and --saved_model")
   common = dict(gin_files=launch_flags.GIN_FILES.value,
                 gin_bindings=launch_flags.GIN_BINDINGS.value, task=FLAGS.task,
                 class_names=launch_flags.parse_class_names(FLAGS.class_names),
@@ -81,23 +99,21 @@ def _predictor() -> predict.Predictor:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    paths = predict.list_videos(FLAGS.video, FLAGS.videos_dir)
-    results = _predictor().predict(
-        paths, queries=FLAGS.query, fps=FLAGS.fps, short_side=FLAGS.short_side,
-        jpeg_quality=FLAGS.jpeg_quality, coarse_secs=FLAGS.coarse_secs)
-  except (ValueError, FileNotFoundError, video.VideoDecodeError) as e:
-    sys.exit(f"predict.py: error: {e}")
-  for result in results:
-    json_path, png_path = predict.write_outputs(
-        FLAGS.output_dir, result, FLAGS.top_k, FLAGS.plot)
-    print(f"{result['video']}: {len(result['detections'])} detections ->"
-          f" {json_path}" + (f", {png_path}" if png_path else ""))
+  _check_model_flags()  # now: a rerun may need no model
+  paths = predict.list_videos(FLAGS.video, FLAGS.videos_dir)
+  summary = predict.predict_videos(
+      _predictor, paths, FLAGS.output_dir, queries=FLAGS.query,
+      fps=FLAGS.fps, short_side=FLAGS.short_side,
+      jpeg_quality=FLAGS.jpeg_quality, coarse_secs=FLAGS.coarse_secs,
+      top_k=FLAGS.top_k, plot=FLAGS.plot, overwrite=FLAGS.overwrite)
+  print(f"predict.py: {summary.line()}", flush=True)
+  if summary.failed:
+    sys.exit(1)
 
 
 def run():
   _define_flags()
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

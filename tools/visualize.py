@@ -39,6 +39,10 @@ if __package__ in (None, ""):
 
 # plot_timeline: tools/predict.py's `visualize.plot_timeline`, until it
 # imports unloc_tf.visualize.
+from unloc_tf.launch import cli  # noqa: E402
+
+cli.import_tensorflow_quietly()
+
 from unloc_tf.visualize import (  # noqa: E402, F401
   load_items,
   plot_timeline,
@@ -85,7 +89,7 @@ def main(argv):
 def run():
   """Console-script entry point."""
   _define_flags()
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == "__main__":

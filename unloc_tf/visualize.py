@@ -20,7 +20,9 @@ Inputs of `load_items`:
     the GT is in the file, the optional ActivityNet Captions JSON or
     Charades-STA txt (with the Charades csv) only supplies the durations.
 
-Needs matplotlib (the optional `[viz]` extra), imported on first use; the
+Needs matplotlib (in the `[data]` and `[viz]` extras), imported on first use
+(importing this module does not need it; `matplotlib_missing` says what
+to install); the
 figures are drawn with the Agg backend (no display, no pyplot state).
 """
 
@@ -45,28 +47,56 @@ from unloc_tf.datasets import (
 from unloc_tf.metrics import formats
 
 GT_COLOR = "#2ca02c"
+MATPLOTLIB_MISSING = ("plotting needs matplotlib, which is not installed:"
+                      " pip install matplotlib (or pip install"
+                      " 'unloc_tf[data]')")
+# Bar labels keep this many points from the axes' edges and, to count as
+# fitting in their bar, from the bar's ends.
+_LABEL_PAD_POINTS = 2.0
 QVH_CLIP_SECONDS = qvhighlights.SECS_PER_CLIP
 
 
 @functools.lru_cache(maxsize=None)
 def _mpl() -> types.SimpleNamespace:
-  """matplotlib, imported on first use (the optional `[viz]` extra)."""
+  """matplotlib, imported on first use (the `[data]` / `[viz]` extras)."""
   try:
     import matplotlib  # noqa: PLC0415
     from matplotlib import cm, colors  # noqa: PLC0415
+    from matplotlib.artist import Artist  # noqa: PLC0415
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
   except ImportError as e:  # pragma: no cover - depends on the environment.
-    raise ImportError(
-        "plotting needs matplotlib: pip install 'unloc_tf[viz]' (or pip"
-        " install matplotlib)") from e
+    raise ImportError(MATPLOTLIB_MISSING) from e
   # Blues from 30% on, so that low scores stay visible.
   score_cmap = colors.ListedColormap(
       matplotlib.colormaps["Blues"](np.linspace(0.3, 1.0, 256)),
       name="scores")
+
+  class LabelFitter(Artist):
+    """Fits the bar labels of an Axes when it is drawn (zorder 2.5: after
+    the bars, before the labels), so with the final layout: see
+    `_fit_labels`."""
+
+    def __init__(self, labels):
+      super().__init__()
+      self.labels = labels
+      self.set_zorder(2.5)
+
+    def draw(self, renderer):
+      _fit_labels(self.axes, self.labels, renderer)
+
   return types.SimpleNamespace(cm=cm, colors=colors, Figure=Figure,
                                FigureCanvasAgg=FigureCanvasAgg,
-                               score_cmap=score_cmap)
+                               score_cmap=score_cmap, LabelFitter=LabelFitter)
+
+
+def matplotlib_missing() -> Optional[str]:
+  """None when matplotlib imports, else what to install (one line)."""
+  try:
+    _mpl()
+  except ImportError as e:
+    return str(e)
+  return None
 
 
 # ---------------------------------------------------------------------------
@@ -136,14 +166,16 @@ def _draw_timeline(ax, duration: Optional[float], gt, preds, title,
                    facecolors="#eeeeee", zorder=0)
   if hi > duration:
     ax.axvline(duration, color="grey", linestyle=":", linewidth=1)
+  labels = []  # (Text, bar start, bar end, text colour on the bar)
   for s, e, label in gt:
     ax.axvspan(s, e, color=GT_COLOR, alpha=0.08, zorder=0.5, linewidth=0)
     ax.broken_barh([(s, max(e - s, min_width))], (gt_y - 0.4, 0.8),
                    facecolors=GT_COLOR, edgecolor="black", linewidth=0.5,
                    zorder=2)
     if label:
-      ax.text((s + e) / 2, gt_y, label, ha="center", va="center",
-              fontsize=7, color="white", clip_on=True, zorder=3)
+      labels.append((ax.text((s + e) / 2, gt_y, label, ha="center",
+                             va="center", fontsize=7, color="white",
+                             clip_on=True, zorder=3), s, e, "white"))
   norm = _score_norm([p[2] for p in preds], score_range)
   for rank, (s, e, score, label) in enumerate(preds):
     y = n - 1 - rank
@@ -152,8 +184,12 @@ def _draw_timeline(ax, duration: Optional[float], gt, preds, title,
                    facecolors=[rgba], edgecolor="black", linewidth=0.5,
                    zorder=2)
     text = f"{score:.2f}" + (f" {label}" if label else "")
-    ax.text((s + e) / 2, y, text, ha="center", va="center", fontsize=7,
-            color=_text_color(rgba), clip_on=True, zorder=3)
+    color = _text_color(rgba)
+    labels.append((ax.text((s + e) / 2, y, text, ha="center", va="center",
+                           fontsize=7, color=color, clip_on=True, zorder=3),
+                   s, e, color))
+  if labels:
+    ax.add_artist(_mpl().LabelFitter(labels))
   ax.set_yticks(list(range(n + 1)))
   ax.set_yticklabels([f"#{n - y}" for y in range(n)] + ["GT"])
   ax.set_xlabel("time (s)")
@@ -164,6 +200,44 @@ def _draw_timeline(ax, duration: Optional[float], gt, preds, title,
     mappable = mpl.cm.ScalarMappable(norm=norm, cmap=mpl.score_cmap)
     ax.figure.colorbar(mappable, ax=ax, pad=0.01, fraction=0.04,
                        label="score")
+
+
+def _fit_labels(ax, labels, renderer) -> None:
+  """Keeps bar labels inside the axes, where they are not clipped.
+
+  A label is centred on its bar; one that would cross an edge of the axes
+  is aligned to that edge instead (`_LABEL_PAD_POINTS` inside).  A label
+  wider than its bar is drawn black on a light box (its part outside the bar
+  would otherwise be white on the light grey track).  Runs at every draw
+  (from `LabelFitter`), so it uses the final layout.
+
+  Args:
+    ax: the Axes.
+    labels: [(Text, bar start (s), bar end (s), text colour on the bar)].
+    renderer: the renderer that draws the figure.
+  """
+  pad = renderer.points_to_pixels(_LABEL_PAD_POINTS)
+  axes_box = ax.get_window_extent(renderer)
+  to_data = ax.transData.inverted()
+  for text, s, e, color in labels:
+    y = text.get_position()[1]
+    text.set_position(((s + e) / 2, y))
+    text.set_horizontalalignment("center")
+    box = text.get_window_extent(renderer)
+    bar_x0, bar_x1 = ax.transData.transform([(s, y), (e, y)])[:, 0]
+    if box.width + 2 * pad <= abs(bar_x1 - bar_x0):
+      text.set_color(color)
+      text.set_bbox(None)
+    else:
+      text.set_color("black")
+      text.set_bbox(dict(boxstyle="square,pad=0.1", facecolor="white",
+                         edgecolor="none", alpha=0.75))
+    if box.x1 > axes_box.x1 - pad:
+      text.set_horizontalalignment("right")
+      text.set_x(to_data.transform((axes_box.x1 - pad, 0.0))[0])
+    elif box.x0 < axes_box.x0 + pad:
+      text.set_horizontalalignment("left")
+      text.set_x(to_data.transform((axes_box.x0 + pad, 0.0))[0])
 
 
 def _draw_saliency(ax, duration, gt_saliency, pred_saliency,
@@ -195,8 +269,10 @@ def plot_timeline(ax_or_path: Any, duration: Optional[float],
   """Draws GT and predicted segments on a timeline.
 
   Args:
-    ax_or_path: a matplotlib Axes to draw into, or a PNG path (a figure is
-      made, saved and closed; parent directories are created).
+    ax_or_path: a matplotlib Axes to draw into, or a PNG path (the figure
+      of `timeline_figure` is saved as `<path>.incomplete` and renamed, so
+      the path only ever holds a complete PNG; parent directories are
+      created).
     duration: video length in seconds (None: the largest segment end).
     gt_segments: `[s, e]`, `[s, e, label]` or `{"segment", "label"}` items.
     pred_segments: `[s, e, score]`, `[s, e, score, label]` or `{"segment",
@@ -213,20 +289,49 @@ def plot_timeline(ax_or_path: Any, duration: Optional[float],
   Returns:
     The Axes, or the path when a path was given.
   """
-  mpl = _mpl()  # first: no matplotlib, no file
-  gt = _gt_rows(gt_segments)
-  preds = sorted(_pred_rows(pred_segments), key=lambda p: -p[2])
-  if top_k is not None:
-    preds = preds[:top_k]
-  saliency = gt_saliency is not None or pred_saliency is not None
   if not isinstance(ax_or_path, (str, os.PathLike)):
     ax = ax_or_path
+    gt, preds = _rows(gt_segments, pred_segments, top_k)
     _draw_timeline(ax, duration, gt, preds, title, score_range)
-    if saliency:
+    if gt_saliency is not None or pred_saliency is not None:
       _draw_saliency(ax.twinx(), duration, gt_saliency, pred_saliency,
                      clip_length)
     return ax
+  fig = timeline_figure(duration, gt_segments, pred_segments, title,
+                        top_k=top_k, gt_saliency=gt_saliency,
+                        pred_saliency=pred_saliency, clip_length=clip_length,
+                        score_range=score_range, dpi=dpi)
   path = os.fspath(ax_or_path)
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  tmp = path + ".incomplete"  # a killed run leaves no partial PNG
+  fig.savefig(tmp, format="png")
+  os.replace(tmp, path)
+  return path
+
+
+def _rows(gt_segments, pred_segments, top_k):
+  """(GT rows, the `top_k` best prediction rows, best first)."""
+  preds = sorted(_pred_rows(pred_segments), key=lambda p: -p[2])
+  if top_k is not None:
+    preds = preds[:top_k]
+  return _gt_rows(gt_segments), preds
+
+
+def timeline_figure(duration: Optional[float], gt_segments: Iterable[Any],
+                    pred_segments: Iterable[Any],
+                    title: Optional[str] = None, *,
+                    top_k: Optional[int] = None,
+                    gt_saliency: Optional[Sequence[float]] = None,
+                    pred_saliency: Optional[Sequence[float]] = None,
+                    clip_length: float = QVH_CLIP_SECONDS,
+                    score_range: Optional[tuple[float, float]] = None,
+                    dpi: int = 100):
+  """The matplotlib Figure (Agg canvas, laid out) that `plot_timeline`
+  saves; the arguments are `plot_timeline`'s."""
+  mpl = _mpl()  # first: no matplotlib, no file
+  gt, preds = _rows(gt_segments, pred_segments, top_k)
+  saliency = gt_saliency is not None or pred_saliency is not None
   height = 1.2 + 0.32 * (len(preds) + 1) + (1.6 if saliency else 0.0)
   fig = mpl.Figure(figsize=(10.0, height), dpi=dpi)
   mpl.FigureCanvasAgg(fig)
@@ -241,10 +346,11 @@ def plot_timeline(ax_or_path: Any, duration: Optional[float],
     ax = fig.add_subplot(1, 1, 1)
     _draw_timeline(ax, duration, gt, preds, title, score_range)
   fig.tight_layout()
-  parent = os.path.dirname(os.path.abspath(path))
-  os.makedirs(parent, exist_ok=True)
-  fig.savefig(path, format="png")
-  return path
+  if saliency:  # the same time axis under the timeline (whose colour bar
+    # took room from it alone)
+    top, bottom = ax.get_position(), ax_sal.get_position()
+    ax_sal.set_position([top.x0, bottom.y0, top.width, bottom.height])
+  return fig
 
 
 # ---------------------------------------------------------------------------

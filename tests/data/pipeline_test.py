@@ -308,6 +308,89 @@ def test_input_context_shards_files(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# Training order: a pure function of (seed, position), restartable.
+# ---------------------------------------------------------------------------
+def _numpy_batches(ds, n):
+  return [{k: v.numpy() for k, v in b.items()} for b in ds.take(n)]
+
+
+@pytest.mark.parametrize("task,mode", [(spec.TAL, "frames"),
+                                       (spec.AS, "frames"),
+                                       (spec.MR, "embeddings")])
+def test_skip_batches_resumes_bit_exactly(tmp_path, task, mode):
+  """make_dataset(skip_batches=k) yields exactly batches k, k+1, ... of
+  the uninterrupted pipeline (records, random crops / jitter / windows /
+  captions), also across epoch ends (7 records, batch 2)."""
+  dim = 4 if mode == "embeddings" else None
+  recs = [fixtures.video_record(
+      f"v{i}", n=12 + 2 * i, embeddings_dim=dim,
+      segments=[Seg(1, 5, i % 3, label_string="a cat sits"),
+                Seg(4, 11, (i + 1) % 3, label_string="it jumps")])
+          for i in range(7)]
+  fixtures.write(tmp_path, "d", recs, num_shards=3)
+  extra = dict(input_mode="embeddings", embedding_dim=dim) if dim else dict(
+      jitter_scale=True, rand_augment=True)
+  cfg = _config(task, **extra)
+
+  def batches(skip, n):
+    return _numpy_batches(pipeline.make_dataset(
+        str(tmp_path / "d-*"), cfg, is_training=True, global_batch_size=2,
+        seed=3, shuffle_buffer=3, skip_batches=skip), n)
+
+  full = batches(0, 10)
+  for skip in (1, 3, 7):
+    resumed = batches(skip, 10 - skip)
+    for i, (a, b) in enumerate(zip(full[skip:], resumed)):
+      assert a.keys() == b.keys()
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key],
+                                      err_msg=f"skip {skip} batch {i} {key}")
+
+
+def test_epochs_order_sees_every_record_once_per_epoch(tmp_path):
+  recs = [fixtures.video_record(f"v{i}", n=8, embeddings_dim=2,
+                                segments=[Seg(1, 3, 0)]) for i in range(6)]
+  fixtures.write(tmp_path, "d", recs, num_shards=3)
+  cfg = _config(spec.TAL, input_mode="embeddings", embedding_dim=2)
+
+  def ids(seed):
+    ds = pipeline.make_dataset(str(tmp_path / "d-*"), cfg, is_training=True,
+                               global_batch_size=6, seed=seed,
+                               shuffle_buffer=4)
+    return [b[spec.VIDEO_ID].numpy().tolist() for b in ds.take(3)]
+
+  epochs = ids(0)
+  for epoch in epochs:
+    assert sorted(epoch) == [f"v{i}".encode() for i in range(6)]
+  assert len({tuple(e) for e in epochs}) > 1  # reshuffled every epoch
+  assert ids(0) == epochs and ids(1) != epochs
+
+
+def test_skip_batches_needs_the_epochs_order(tmp_path):
+  fixtures.write(tmp_path, "d", _tal_records())
+  with pytest.raises(ValueError, match="skip_batches needs is_training=True"
+                     " and order='epochs'"):
+    pipeline.make_dataset(str(tmp_path / "d-*"), _config(spec.TAL),
+                          is_training=True, global_batch_size=1,
+                          order="buffer", skip_batches=2)
+  with pytest.raises(ValueError, match="order must be one of"):
+    pipeline.make_dataset(str(tmp_path / "d-*"), _config(spec.TAL),
+                          is_training=True, global_batch_size=1,
+                          order="random")
+
+
+def test_buffer_order_is_kept_as_an_option(tmp_path):
+  """order='buffer' (tf.data's shuffle buffer, the reference's order)
+  still trains and checkpoints its iterator."""
+  fixtures.write(tmp_path, "d", _tal_records(), num_shards=2)
+  ds = pipeline.make_dataset(str(tmp_path / "d-*"), _config(spec.TAL),
+                             is_training=True, global_batch_size=2, seed=1,
+                             order="buffer")
+  ids = [v for b in ds.take(3) for v in b[spec.VIDEO_ID].numpy().tolist()]
+  assert set(ids) == {b"v0", b"v1", b"v2"}
+
+
+# ---------------------------------------------------------------------------
 # Bad input: the error names the file, the record index and the field.
 # ---------------------------------------------------------------------------
 def _good_jpegs(n):

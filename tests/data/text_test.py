@@ -236,3 +236,31 @@ def test_tokenize_class_names_shapes_and_order():
   np.testing.assert_array_equal(plain[0, 0, :3], [BOS, 2368, EOS])
   kinetics, _ = text.tokenize_class_names(["x"], 16, text.KINETICS_PROMPTS)
   assert kinetics.shape == (1, 28, 16)
+
+
+def test_mask_rule_length_keeps_the_bang_piece():
+  # 'thanks!".' -> OpenAI pieces [1085, 0, 2811]: id 0 is the piece "!".
+  ids, mask = text.TextTokenizer(8)('thanks!".')
+  np.testing.assert_array_equal(ids.numpy(), [BOS, 1085, 0, 2811, EOS, 0, 0, 0])
+  np.testing.assert_array_equal(mask.numpy(), [1, 1, 1, 1, 1, 0, 0, 0])
+  # Truncated: every position is a real id.
+  _, full = text.TextTokenizer(3)('thanks!".')
+  np.testing.assert_array_equal(full.numpy(), [1, 1, 1])
+
+
+def test_mask_rule_nonzero_is_the_reference_rule():
+  tok = text.TextTokenizer(8, mask_rule="nonzero")
+  ids, mask = tok(tf.constant(['thanks!".', "a photo of a cat"]))
+  np.testing.assert_array_equal(mask.numpy(), (ids.numpy() != 0).astype(int))
+  np.testing.assert_array_equal(mask.numpy()[0], [1, 1, 0, 1, 1, 0, 0, 0])
+  ids_c, mask_c = text.tokenize_class_names(
+    ['go!".'], 8, mask_rule="nonzero"
+  )
+  assert ids_c[0, 0, 2] == 0 and mask_c[0, 0, 2] == 0
+  _, mask_l = text.tokenize_class_names(['go!".'], 8)
+  assert mask_l[0, 0, 2] == 1
+
+
+def test_mask_rule_is_checked():
+  with pytest.raises(ValueError, match=r"mask_rule='ids>0'.*'length'"):
+    text.TextTokenizer(8, mask_rule="ids>0")

@@ -36,13 +36,36 @@ def test_readers_import_no_tensorflow():
                  timeout=120)
 
 
-def test_default_fps_and_short_side(syn, tmp_path):
+def test_default_fps_and_short_side_never_upscales(syn, tmp_path):
+  """The 32x32 videos are smaller than --short_side=256: stored at 32x32
+  and reported (stored_at_source_size); --upscale resizes them to 256."""
   report = convert(syn, "activitynet", tmp_path, short_side=256,
                    num_shards=1, split="test")
   assert report["fps"] == 10.0 and report["short_side"] == 256
+  assert not report["upscale"]
   (rec,) = read_records(tmp_path, "test")
-  assert tf.io.decode_jpeg(rec["jpegs"][0]).shape == (256, 256, 3)
+  assert tf.io.decode_jpeg(rec["jpegs"][0]).shape == (32, 32, 3)
   assert rec["n"] == round(syn.videos[rec["media_id"]].duration * 10)
+  assert report["issue_counts"][datasets.SOURCE_SIZE_KEPT] == 1
+  (entry,) = report["issues"]
+  assert entry == {
+      "reason": "stored_at_source_size", "video_id": rec["media_id"],
+      "source_size": [32, 32], "short_side": 256,
+      "detail": "short side 32 < --short_side=256: stored at the source"
+                " size, not upscaled"}
+  assert "stored_at_source_size 1" in datasets.summary_line(report)
+  assert report["dropped"]["records"] == 0
+  # Downscaling is unchanged: short side 24 < 32.
+  convert(syn, "activitynet", tmp_path / "down", short_side=24,
+          num_shards=1, split="test")
+  (rec,) = read_records(tmp_path / "down", "test")
+  assert tf.io.decode_jpeg(rec["jpegs"][0]).shape == (24, 24, 3)
+  # The old rule, as an option.
+  report = convert(syn, "activitynet", tmp_path / "up", short_side=256,
+                   num_shards=1, split="test", upscale=True)
+  assert report["upscale"] and not report["issues"]
+  (rec,) = read_records(tmp_path / "up", "test")
+  assert tf.io.decode_jpeg(rec["jpegs"][0]).shape == (256, 256, 3)
 
 
 def test_every_task_decodes_through_the_pipeline(syn, tmp_path):
@@ -162,6 +185,10 @@ def test_bad_options(syn, tmp_path):
   with pytest.raises(FileNotFoundError, match="annotations"):
     datasets.Options("coin", str(tmp_path / "nope.json"), syn.videos_dir,
                      str(tmp_path)).check()
+  with pytest.raises(ValueError, match=r"^per_query is for"
+                     r" --format=charades_sta \(records of --format=coin"):
+    datasets.Options("coin", ann, syn.videos_dir, str(tmp_path),
+                     per_query=True).check()
 
 
 # ---------------------------------------------------------------------------
@@ -178,23 +205,33 @@ REAL = [
      4728, {datasets.SEGMENT_ZERO: 3}),
     ("activitynet_captions", "activitynet_captions/val_1.json", {}, 4917,
      4917, 4917, {}),
+    # One record per video (1,334), or per query (3,720).
     ("charades_sta", "charades_sta/charades_sta_test.txt",
-     {"charades_csv": "charades_sta/Charades_v1_test.csv"}, 1334, 3720, 1334,
+     {"charades_csv": "charades_sta/Charades_v1_test.csv"}, 1334, 1334, 1334,
      {}),
-    # 4 reversed queries, the only ones of video AKKWU and of another one.
-    ("charades_sta", "charades_sta/charades_sta_train.txt", {}, 5338, 12408,
-     5336, {datasets.SEGMENT_REVERSED: 4, datasets.NO_SEGMENTS: 4}),
+    ("charades_sta", "charades_sta/charades_sta_test.txt",
+     {"charades_csv": "charades_sta/Charades_v1_test.csv",
+      "per_query": True}, 1334, 3720, 1334, {}),
+    # 4 reversed queries, the only ones of video AKKWU and of another one:
+    # those 2 videos have no record (4 queries: 4 records per query).
+    ("charades_sta", "charades_sta/charades_sta_train.txt", {}, 5338, 5338,
+     5336, {datasets.SEGMENT_REVERSED: 4, datasets.NO_SEGMENTS: 2}),
+    ("charades_sta", "charades_sta/charades_sta_train.txt",
+     {"per_query": True}, 5338, 12408, 5336,
+     {datasets.SEGMENT_REVERSED: 4, datasets.NO_SEGMENTS: 4}),
     ("qvhighlights", "qvhighlights/highlight_val_release.jsonl", {}, 1519,
      1550, 1519, {}),
-    # No labels in the release test file: nothing to write, all reported.
+    # No labels in the release test file: every query is planned as a record
+    # without targets (only the videos are missing here).
     ("qvhighlights", "qvhighlights/highlight_test_release.jsonl", {}, 1529,
-     1542, 0, {datasets.NO_SEGMENTS: 1542}),
+     1542, 1529, {datasets.NO_SEGMENTS: 0}),
 ]
 
 
 @pytest.mark.parametrize(
     "fmt,rel,options,videos,num_records,missing_videos,others", REAL,
-    ids=[r[1].split("/")[-1] for r in REAL])
+    ids=[r[1].split("/")[-1] + ("_per_query" if r[2].get("per_query")
+                                else "") for r in REAL])
 def test_real_annotations_without_videos(tmp_path, fmt, rel, options,
                                          videos, num_records, missing_videos,
                                          others):
@@ -212,7 +249,8 @@ def test_real_annotations_without_videos(tmp_path, fmt, rel, options,
   a = report["annotated"]
   assert (a["videos"], a["records"]) == (videos, num_records)
   assert report["written"] == {"videos": 0, "records": 0, "frames": 0,
-                               "segments": 0}
+                               "segments": 0, "without_targets": 0,
+                               "max_queries_per_record": 0}
   counts = report["issue_counts"]
   assert counts[datasets.MISSING_VIDEO] == missing_videos
   for reason, count in others.items():

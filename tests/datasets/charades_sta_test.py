@@ -1,11 +1,14 @@
 """Charades-STA: the reader (2D-TAN rules with the csv lengths, real files)
-and the one-record-per-query moment-retrieval records of synthetic mp4s."""
+and the moment-retrieval records of synthetic mp4s: one per video with all
+its queries (default) or one per query (per_query)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 
+import numpy as np
 import pytest
 
 from tests.datasets.helpers import (
@@ -19,6 +22,8 @@ from tests.datasets.helpers import (
   real_data,
   write,
 )
+from unloc_tf import spec
+from unloc_tf.data import pipeline
 from unloc_tf.datasets import charades_sta
 from unloc_tf.metrics import formats
 
@@ -80,11 +85,80 @@ def test_charades_sta_clips_and_drops(tmp_path):
 # ---------------------------------------------------------------------------
 # Records (synthetic mp4s).
 # ---------------------------------------------------------------------------
-def test_charades_sta_one_record_per_query(syn, tmp_path):
-  no_issues(convert(syn, "charades_sta", tmp_path, fps=SRC_FPS))
+def _queries(syn):
+  """(video id, event) of every train query, in txt order."""
+  return [(vid, e) for vid in sorted(syn.videos)
+          if vid.startswith("syn_train") for e in syn.videos[vid].events]
+
+
+def test_charades_sta_one_record_per_video(syn, tmp_path):
+  """Default: one record per video with all its queries in txt order, as
+  ActivityNet Captions; evaluation reads every query of a video."""
+  report = convert(syn, "charades_sta", tmp_path, fps=SRC_FPS)
+  no_issues(report)
   recs = read_records(tmp_path)
-  queries = [(vid, e) for vid in sorted(syn.videos)
-             if vid.startswith("syn_train") for e in syn.videos[vid].events]
+  queries = _queries(syn)
+  videos = sorted({vid for vid, _ in queries})
+  assert len(recs) == len(videos) == report["written"]["records"]
+  assert report["written"]["segments"] == len(queries)
+  assert report["written"]["max_queries_per_record"] == max(
+      len(syn.videos[v].events) for v in videos)
+  assert not report["per_query"]
+  for rec in recs:
+    vid = rec["media_id"]
+    events = [e for v, e in queries if v == vid]
+    assert rec["example_id"] is None
+    assert rec["text"] == [e.caption + "." for e in events]
+    check_segments(rec, events, SRC_FPS, rec["n"])
+    check_frames(rec, syn.videos[vid], SRC_FPS)
+  # Frames are stored once per video instead of once per query.
+  per_query = convert(syn, "charades_sta", tmp_path / "q", fps=SRC_FPS,
+                      per_query=True)
+  assert per_query["written"]["frames"] == sum(
+      r["n"] * len(r["text"]) for r in recs)
+  assert report["written"]["frames"] == sum(r["n"] for r in recs)
+  assert per_query["written"]["frames"] > report["written"]["frames"]
+
+
+def test_charades_sta_queries_of_a_video_through_the_evaluation_pipeline(
+    syn, tmp_path):
+  """The MR evaluation input gives each caption of a video its own row
+  (K = the most queries of a video), with its own ground truth."""
+  convert(syn, "charades_sta", tmp_path, fps=SRC_FPS)
+  recs = {r["media_id"]: r for r in read_records(tmp_path)}
+  k = max(len(r["text"]) for r in recs.values())
+  config = pipeline.InputConfig(
+      task=spec.MR, num_frames=8, crop_size=16, min_resize=20,
+      text_mode="none", num_captions_eval=k,
+      pyramid=spec.PyramidSpec(8, num_levels=2,
+                               regression_ranges=((0, 2), (2, math.inf))))
+  ds = pipeline.make_dataset(os.path.join(str(tmp_path), "train-*.tfrecord"),
+                             config, is_training=False, global_batch_size=4)
+  rows = 0
+  for b in ds:
+    for i, ok in enumerate(b["batch_mask"].numpy()):
+      if not ok:
+        continue
+      rec = recs[b[spec.VIDEO_ID][i].numpy().decode()]
+      q = len(rec["text"])
+      valid = b[spec.TEXT_VALID][i].numpy()
+      assert list(valid) == [1] * q + [0] * (k - q)
+      assert [t.decode() for t in b[spec.TEXT_STRINGS][i].numpy()[:q]] == (
+          rec["text"])
+      np.testing.assert_allclose(b[spec.GT_START][i].numpy()[:q],
+                                 np.asarray(rec["start_us"]) / 1e6,
+                                 atol=1e-6)
+      rows += q
+  assert rows == sum(len(r["text"]) for r in recs.values())
+
+
+def test_charades_sta_one_record_per_query(syn, tmp_path):
+  """per_query: the reference's layout, one record per query."""
+  report = convert(syn, "charades_sta", tmp_path, fps=SRC_FPS, per_query=True)
+  no_issues(report)
+  assert report["per_query"]
+  recs = read_records(tmp_path)
+  queries = _queries(syn)
   assert len(recs) == len(queries)
   by_id = {r["example_id"][0]: r for r in recs}
   # example_id = the query's 0-based index in the txt (file order).
@@ -97,3 +171,19 @@ def test_charades_sta_one_record_per_query(syn, tmp_path):
   # The queries of a video are consecutive records (one decode per video).
   ids = [r["media_id"] for r in recs]
   assert len([k for k, _ in itertools.groupby(ids)]) == len(set(ids))
+
+
+def test_charades_sta_problems_name_the_query(tmp_path):
+  """Per video, a dropped query is named by its index in the txt."""
+  txt = write(tmp_path / "sta.txt",
+              "A 1 2##ok.\nB 3 1##reversed.\nA 2 2##zero.\nB 4 4##zero.\n")
+  items, _ = charades_sta.plan_charades_sta(txt)
+  a, b = items
+  assert [s.index for s in a.records[0].segments] == [0]
+  assert [(i["reason"], i.get("segment")) for i in a.issues] == [
+      ("segment_zero_length", 2)]
+  assert b.records == []
+  assert [(i["reason"], i.get("segment"), i.get("record")) for i in b.issues
+          ] == [("segment_reversed", 1, "B"), ("segment_zero_length", 3, "B"),
+                ("no_segments", None, "B")]
+  assert (a.num_records, a.num_segments, b.num_records) == (1, 2, 1)

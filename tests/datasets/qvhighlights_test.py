@@ -13,6 +13,7 @@ from tests.datasets.helpers import (
   CONFIG,
   DATA,
   SRC_FPS,
+  annotation_options,
   check_frames,
   check_segments,
   convert,
@@ -21,7 +22,7 @@ from tests.datasets.helpers import (
   real_data,
   write,
 )
-from unloc_tf import spec
+from unloc_tf import datasets, spec
 from unloc_tf.datasets import qvhighlights
 from unloc_tf.metrics import formats
 
@@ -95,3 +96,68 @@ def test_qvhighlights(syn, tmp_path, task):
                                  np.asarray(sal.scores).reshape(-1))
     else:
       assert rec["saliency_ids"] == []
+
+
+def _unlabeled_file(syn, path):
+  """The synthetic train file without its labels (as the test release)."""
+  src, _ = annotation_options(syn, "qvhighlights")
+  rows = [json.loads(line) for line in open(src) if line.strip()]
+  with open(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps({k: row[k] for k in ("qid", "query", "duration",
+                                              "vid")}) + "\n")
+  return rows
+
+
+@pytest.mark.parametrize("task", [spec.HD, spec.MR])
+def test_qvhighlights_unlabeled_split_gives_records_without_targets(
+    syn, tmp_path, task):
+  """The test release has no labels: one record per query with the query,
+  no segment, no saliency (before: 0 records, no_segments for each)."""
+  ann = tmp_path / "highlight_test_release.jsonl"
+  rows = _unlabeled_file(syn, ann)
+  report = datasets.convert(datasets.Options(
+      "qvhighlights", str(ann), syn.videos_dir, str(tmp_path / "out"),
+      split="test", task=task, fps=SRC_FPS, short_side=0, num_shards=2,
+      progress=False))
+  no_issues(report)
+  assert report["written"]["records"] == len(rows)
+  assert report["written"]["without_targets"] == len(rows)
+  assert report["written"]["segments"] == 0
+  assert (f"{len(rows)} records without targets (unlabeled: evaluation"
+          " writes a submission, no metrics)") in datasets.summary_line(report)
+  recs = read_records(tmp_path / "out", "test")
+  by_qid = {r["example_id"][0]: r for r in recs}
+  assert sorted(by_qid) == sorted(r["qid"] for r in rows)
+  for row in rows:
+    rec = by_qid[row["qid"]]
+    assert rec["media_id"] == row["vid"]
+    assert rec["text"] == [row["query"]]
+    assert (rec["start"], rec["end"], rec["start_us"], rec["label"]) == (
+        [], [], [], [])
+    assert rec["saliency_ids"] == [] and rec["saliency"] == []
+    assert rec["duration"] == pytest.approx(syn.videos[row["vid"]].duration)
+    check_frames(rec, syn.videos[row["vid"]], SRC_FPS)
+
+
+def test_qvhighlights_labeled_and_unlabeled_rows_are_refused(tmp_path):
+  unlabeled = {k: _QVH_ROW[k] for k in ("qid", "query", "duration", "vid")}
+  path = write(tmp_path / "q.jsonl", json.dumps(_QVH_ROW) + "\n"
+               + json.dumps({**unlabeled, "qid": 7}) + "\n")
+  with pytest.raises(formats.FormatError) as e:
+    qvhighlights.plan_qvhighlights(path)
+  assert str(e.value).startswith(
+      f"{path}: qid 7: field 'relevant_windows': missing, but qid 1 has it:"
+      " a split is either labeled")
+
+
+def test_qvhighlights_unlabeled_empty_query_is_reported(tmp_path):
+  rows = [{"qid": 1, "query": " ", "duration": 150, "vid": "a"},
+          {"qid": 2, "query": "a dog", "duration": 150, "vid": "a"}]
+  path = write(tmp_path / "q.jsonl",
+               "".join(json.dumps(r) + "\n" for r in rows))
+  (item,), _ = qvhighlights.plan_qvhighlights(path)
+  assert [(r.example_id, r.queries, r.segments) for r in item.records] == [
+      (2, ("a dog",), [])]
+  assert [(i["reason"], i["example_id"]) for i in item.issues] == [
+      ("empty_caption", 1), ("no_segments", 1)]

@@ -6,7 +6,10 @@ for the string signature) audits the ops of saved_model.pb, loads the model
 with `tf.compat.v1.saved_model.loader.load` in a TF1 Session (what the
 model server does) and with `tf.saved_model.load`, and runs requests through
 the signatures' tensor names.  Its outputs must equal the Keras model +
-`unloc_tf.postprocess` run here.
+`unloc_tf.postprocess` run here.  Bad requests also go through a Session
+callable ("server"), which, like the model server's C++ `Session::Run`,
+feeds tensors without the Python client's check against the declared
+shapes, so only the in-graph checks can reject them.
 """
 
 from __future__ import annotations
@@ -49,18 +52,43 @@ _FRESH = r'''
 import importlib.util, json, sys
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
 
 job = json.load(open(sys.argv[1]))
 if job["import_text"]:
   import tensorflow_text  # noqa: F401  (registers TF-Text's ops)
 reqs = np.load(job["requests"])
 results, meta = {}, {"audits": {}, "load_errors": {}, "method": {},
-                     "valid": {}, "errors": {}}
+                     "valid": {}, "errors": {}, "signature_defs": {}}
 
 
 def request(name):
   prefix = name + "/"
   return {k[len(prefix):]: reqs[k] for k in reqs.files if k.startswith(prefix)}
+
+
+def tensor_info(info):
+  shape = tf.TensorShape(info.tensor_shape).as_list()
+  return {"name": info.name, "dtype": tf.dtypes.as_dtype(info.dtype).name,
+          "shape": shape}
+
+
+def signature_def(sig):
+  """What TF Serving's GetModelMetadata returns for one signature."""
+  return {"method_name": sig.method_name,
+          "inputs": {k: tensor_info(v) for k, v in sig.inputs.items()},
+          "outputs": {k: tensor_info(v) for k, v in sig.outputs.items()}}
+
+
+def server_run(sess, sig, req):
+  """A Session callable: no client-side check of the fed shapes."""
+  keys = sorted(req)
+  opts = config_pb2.CallableOptions()
+  opts.feed.extend(sig.inputs[k].name for k in keys)
+  opts.fetch.extend(v.name for v in sig.outputs.values())
+  run = sess._make_callable_from_options(opts)
+  return run(*[req[k].astype(object) if req[k].dtype.kind == "U" else req[k]
+               for k in keys])
 
 
 def error_text(fn):
@@ -90,6 +118,9 @@ for model in job["models"]:
       continue
   with tf.compat.v1.Session(graph=tf.Graph()) as sess:
     mg = tf.compat.v1.saved_model.loader.load(sess, ["serve"], d)
+    meta["signature_defs"][tag] = {
+        k: signature_def(v) for k, v in mg.signature_def.items()
+        if k != "__saved_model_init_op"}
     for sig_name, req_names in model["runs"].items():
       sig = mg.signature_def[sig_name]
       meta["method"][f"{tag}/{sig_name}"] = sig.method_name
@@ -106,6 +137,9 @@ for model in job["models"]:
       feed = {sig.inputs[k].name: v for k, v in request(r).items()}
       meta["errors"][f"tf1/{tag}/{r}"] = error_text(
           lambda: sess.run(fetch, feed))
+    for sig_name, r in model.get("bad_server", []):
+      meta["errors"][f"server/{tag}/{r}"] = error_text(
+          lambda: server_run(sess, mg.signature_def[sig_name], request(r)))
   obj = tf.saved_model.load(d)
   for sig_name, req_names in model["runs"].items():
     fn = obj.signatures[sig_name]
@@ -294,6 +328,54 @@ def _bad_requests():
   }
 
 
+def _value_requests():
+  """Right shapes, values the graph must reject (tal_v2 / mr)."""
+  good = _class_request(2, 12)
+  req = {f"bad_total_frames_{v}": dict(good, total_frames=np.array(
+      [5, v], np.int32)) for v in (0, -3)}
+  for tag, v in (("zero", 0.0), ("neg", -0.1), ("nan", np.nan),
+                 ("inf", np.inf)):
+    req[f"bad_secs_{tag}"] = dict(good, secs_per_timestep=np.array(
+        [0.5, v], np.float32))
+  ids, mask = good[spec.TEXT_IDS].copy(), good[spec.TEXT_MASK].copy()
+  ids[:, 1], mask[:, 1] = _tokenize([" "])  # [BOS, EOS, 0, ...]
+  req["bad_empty_class_row"] = dict(good, text_ids=ids, text_mask=mask)
+  mr = _caption_request(2, 13, num_captions=2)
+  ids, mask = mr[spec.TEXT_IDS].copy(), mr[spec.TEXT_MASK].copy()
+  ids[0, 1], mask[0, 1] = _tokenize([""])
+  req["bad_empty_caption"] = dict(mr, text_ids=ids, text_mask=mask)
+  ids, mask = mr[spec.TEXT_IDS].copy(), mr[spec.TEXT_MASK].copy()
+  ids[1], mask[1] = 0, 0  # video 1: padding captions only
+  req["bad_no_caption"] = dict(mr, text_ids=ids, text_mask=mask)
+  return req
+
+
+_TOTAL_FRAMES = ("input total_frames must be > 0 (the number of stored frames"
+                 " of each video); got")
+_SECS = ("input secs_per_timestep must be finite and > 0 (seconds per stored"
+         " frame); got")
+VALUE_ERRORS = {
+    # request: (model, the error's text, the printed values)
+    "bad_total_frames_0": ("tal_v2", _TOTAL_FRAMES, "[5 0]"),
+    "bad_total_frames_-3": ("tal_v2", _TOTAL_FRAMES, "[5 -3]"),
+    "bad_secs_zero": ("tal_v2", _SECS, "[0.5 0]"),
+    "bad_secs_neg": ("tal_v2", _SECS, "[0.5 -0.1]"),
+    "bad_secs_nan": ("tal_v2", _SECS, "[0.5 nan]"),
+    "bad_secs_inf": ("tal_v2", _SECS, "[0.5 inf]"),
+    "bad_empty_class_row": ("tal_v2", "input text_ids must hold a class name"
+                            " in every row (an id besides BOS, EOS and 0"
+                            " where text_mask is 1); empty [video, row]:",
+                            "[[0 1][1 1]]"),
+    "bad_empty_caption": ("mr", "input text_ids must hold a text in every"
+                          " caption whose text_mask is not all 0 (an id"
+                          " besides BOS, EOS and 0); empty [video, caption]:",
+                          "[[0 1]]"),
+    "bad_no_caption": ("mr", "input text_mask must mark at least one caption"
+                       " of every video (a caption whose text_mask is all 0"
+                       " is padding); videos without one:", "[1]"),
+}
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
   """TAL (frames) v1 with the text signature and a dynamic class list, v2
@@ -320,26 +402,36 @@ def exports(tmp_path_factory):
       model=mr, export_dir=os.path.join(base, "mr"), task=spec.MR,
       num_frames=N0, input_mode="embeddings", text_max_length=L,
       text_signature=False, audit=False)
+  mr_text_dir = export_lib.export(
+      model=mr, export_dir=os.path.join(base, "mr_text"), task=spec.MR,
+      num_frames=N0, input_mode="embeddings", text_max_length=L,
+      audit=False)
   return dict(base=base, tal=tal, tal_base=tal_base, tal_v1=tal_v1,
-              tal_v2=tal_v2, mr=mr, mr_dir=mr_dir)
+              tal_v2=tal_v2, mr=mr, mr_dir=mr_dir, mr_text_dir=mr_text_dir)
 
 
 def _plain_job(exports):
   """The model-server substitute: a process with only `import tensorflow`."""
   requests = {k: f() for k, f in {**TAL_REQS, **MR_REQS}.items()}
   requests.update(_bad_requests())
+  requests.update(_value_requests())
   tal_bad = ["bad_dtype", "bad_rank", "bad_n0", "bad_text_length",
              "bad_mask_n0"]
+  values = {m: [("serving_default", r) for r, (model, *_) in
+                VALUE_ERRORS.items() if model == m] for m in ("tal_v2", "mr")}
+  mr_bad = [("serving_default", r) for r in
+            ("bad_embedding_dim", "bad_text_mask")]
   models = [
       {"tag": "tal_v2", "dir": exports["tal_v2"],
        "runs": {"serving_default": list(TAL_REQS)},
-       "bad_tf2": [("serving_default", r) for r in tal_bad],
+       "bad_tf2": [("serving_default", r) for r in tal_bad] + values["tal_v2"],
        "bad_tf1": [("serving_default", r) for r in tal_bad],
+       "bad_server": ([("serving_default", r) for r in tal_bad]
+                      + values["tal_v2"]),
        "bad_function": [("serving_default", r) for r in tal_bad]},
       {"tag": "mr", "dir": exports["mr_dir"],
        "runs": {"serving_default": list(MR_REQS)},
-       "bad_tf2": [("serving_default", r) for r in
-                   ("bad_embedding_dim", "bad_text_mask")]},
+       "bad_tf2": mr_bad + values["mr"], "bad_server": mr_bad + values["mr"]},
       {"tag": "tal_v1", "dir": exports["tal_v1"], "runs": {}},
   ]
   audit = {"tal_v1": exports["tal_v1"], "tal_v2": exports["tal_v2"],
@@ -359,10 +451,78 @@ def _text_job(exports):
   requests["tal2_b3_text"] = dict(
       {k: v for k, v in requests["tal2_b3"].items()
        if not k.startswith("text_")}, class_names=np.array(two))
+  requests.update(_bad_text_requests())
+  bad = {m: [(sig, r) for r, (model, sig, *_) in TEXT_ERRORS.items()
+             if model == m] for m in ("tal_v1", "mr_text")}
+  queries = [["a man opens the door", "the dog runs"], ["he laughs", ""]]
+  mr_numeric = _caption_request(2, 14, num_captions=2)
+  ids, mask = _tokenize(queries)
+  ids[1, 1], mask[1, 1] = 0, 0  # "" is a padding caption
+  mr_numeric[spec.TEXT_IDS], mr_numeric[spec.TEXT_MASK] = ids, mask
+  requests["mr_b2"] = mr_numeric
+  requests["mr_b2_text"] = dict(
+      {k: v for k, v in mr_numeric.items() if not k.startswith("text_")},
+      queries=np.array(queries))
   models = [{"tag": "tal_v1", "dir": exports["tal_v1"], "runs": {
       "serving_default": list(TAL_REQS) + ["tal2_b3"],
-      "serving_text": [r + "_text" for r in TAL_REQS] + ["tal2_b3_text"]}}]
+      "serving_text": [r + "_text" for r in TAL_REQS] + ["tal2_b3_text"]},
+      "bad_tf2": bad["tal_v1"], "bad_server": bad["tal_v1"]},
+            {"tag": "mr_text", "dir": exports["mr_text_dir"], "runs": {
+                "serving_default": ["mr_b2"], "serving_text": ["mr_b2_text"]},
+             "bad_tf2": bad["mr_text"], "bad_server": bad["mr_text"]}]
   return requests, models
+
+
+def _bad_text_requests():
+  """String requests the graph must reject (tal_v1 / mr_text)."""
+  video = {k: v for k, v in _class_request(1, 15).items()
+           if not k.startswith("text_")}
+  mr_video = {k: v for k, v in _caption_request(2, 16, 1).items()
+              if not k.startswith("text_")}
+  tal1 = _class_request(1, 15)
+  return {
+      "names_none": dict(video, class_names=np.array([], dtype=str)),
+      "names_blank": dict(video, class_names=np.array(["running", " \t"])),
+      "names_all_empty": dict(video, class_names=np.array(["", ""])),
+      "names_rank": dict(video, class_names=np.array([CLASS_NAMES])),
+      "no_class_rows": dict(tal1, text_ids=tal1[spec.TEXT_IDS][:, :0],
+                            text_mask=tal1[spec.TEXT_MASK][:, :0]),
+      "queries_blank": dict(mr_video, queries=np.array(
+          [["the dog runs", ""], ["  ", "he laughs"]])),
+      "queries_all_empty": dict(mr_video, queries=np.array(
+          [["the dog runs", ""], ["", ""]])),
+      "queries_rank": dict(mr_video, queries=np.array(["a", "b"])),
+      "queries_batch": dict(mr_video, queries=np.array([["a", "b"]])),
+  }
+
+
+TEXT_ERRORS = {
+    # request: (model, signature, the error's text, the printed values)
+    "names_none": ("tal_v1", "serving_text", "input class_names must hold at"
+                   " least one class name; got shape", "[0]"),
+    "names_blank": ("tal_v1", "serving_text", "input class_names must not"
+                    " hold an empty or whitespace-only class name; at index",
+                    "[1]"),
+    "names_all_empty": ("tal_v1", "serving_text", "input class_names must"
+                        " not hold an empty or whitespace-only class name; at"
+                        " index", "[0 1]"),
+    "names_rank": ("tal_v1", "serving_text", "input class_names must have"
+                   " shape [C]; got shape", "[1 3]"),
+    "no_class_rows": ("tal_v1", "serving_default", "input text_ids must hold"
+                      " at least one class row; got shape", "[1 0 6]"),
+    "queries_blank": ("mr_text", "serving_text", "input queries must not hold"
+                      " a whitespace-only query (an empty string is a padding"
+                      " caption); at [video, query]:", "[[1 0]]"),
+    "queries_all_empty": ("mr_text", "serving_text", "input queries must"
+                          " hold at least one non-empty query per video;"
+                          " videos without one:", "[1]"),
+    "queries_rank": ("mr_text", "serving_text", "input queries must have"
+                     " shape [B, K] (B = the batch of frame_embeddings); got"
+                     " shape", "[2]"),
+    "queries_batch": ("mr_text", "serving_text", "input queries must have"
+                      " shape [B, K] (B = the batch of frame_embeddings); got"
+                      " shape", "[1 2]"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -410,19 +570,27 @@ def test_versions_layout_and_assets(exports):
   assert info["task"] == spec.TAL and info["version"] == 2
   assert info["class_names"] == CLASS_NAMES
   default = info["signatures"]["serving_default"]
-  assert default["inputs"]["frames"] == {"dtype": "uint8",
-                                         "shape": [None, N0, S, S, 3]}
-  assert default["inputs"]["text_ids"] == {"dtype": "int32",
-                                           "shape": [None, 3, L]}
-  assert default["outputs"]["segments"] == {"dtype": "float32",
-                                            "shape": [None, 100, 2]}
+  assert default["method_name"] == "tensorflow/serving/predict"
+  assert default["inputs"]["frames"] == {
+      "name": "serving_default_frames:0", "dtype": "uint8",
+      "shape": [None, N0, S, S, 3]}
+  assert default["inputs"]["frame_mask"]["shape"] == [None, N0]
+  # Nt is free in the signature; this export's graph requires C = 3.
+  assert default["inputs"]["text_ids"] == {
+      "name": "serving_default_text_ids:0", "dtype": "int32",
+      "shape": [None, None, L], "required_shape": [None, 3, L]}
+  assert default["outputs"]["segments"]["dtype"] == "float32"
+  assert default["outputs"]["segments"]["shape"] == [None, 100, 2]
   assert default["outputs"]["classes"]["dtype"] == "int32"
   assert "serving_text" not in info["signatures"]
   with open(os.path.join(exports["tal_v1"], "assets.extra",
                          "export_info.json")) as f:
     info1 = json.load(f)
   assert info1["signatures"]["serving_text"]["inputs"]["class_names"] == {
-      "dtype": "string", "shape": [None]}
+      "name": "serving_text_class_names:0", "dtype": "string",
+      "shape": [None]}
+  assert info1["signatures"]["serving_default"]["inputs"]["text_ids"][
+      "shape"] == [None, None, L]
   assert not os.path.exists(os.path.join(exports["mr_dir"], "assets.extra",
                                          "operative_config.gin"))
 
@@ -463,6 +631,30 @@ def test_export_rejects_mismatched_arguments(exports):
 # ---------------------------------------------------------------------------
 # Serving parity in a fresh process.
 # ---------------------------------------------------------------------------
+def test_export_info_holds_the_model_metadata(exports, plain_run, text_run):
+  """export_info.json's signatures = the signature_defs a loader reads
+  (TF Serving's GetModelMetadata): names, dtypes, declared shapes."""
+  metadata = {**plain_run[1]["signature_defs"], **text_run[1]["signature_defs"]}
+  dirs = {"tal_v1": exports["tal_v1"], "tal_v2": exports["tal_v2"],
+          "mr": exports["mr_dir"], "mr_text": exports["mr_text_dir"]}
+  for tag, d in dirs.items():
+    with open(os.path.join(d, "assets.extra", "export_info.json")) as f:
+      info = json.load(f)["signatures"]
+    assert sorted(info) == sorted(metadata[tag]), tag
+    for name, sig in info.items():
+      got = {k: v for k, v in sig.items() if k != "non_core_ops"}
+      for io in ("inputs", "outputs"):
+        got[io] = {k: {f: x for f, x in v.items() if f != "required_shape"}
+                   for k, v in got[io].items()}
+      assert got == metadata[tag][name], (tag, name)
+  declared = metadata["mr"]["serving_default"]["inputs"]
+  assert declared["frame_embeddings"]["shape"] == [None, N0, D]
+  assert declared["text_mask"]["shape"] == [None, None, L]
+  assert metadata["mr_text"]["serving_text"]["inputs"]["queries"] == {
+      "name": "serving_text_queries:0", "dtype": "string",
+      "shape": [None, None]}
+
+
 def test_fresh_process_imports_only_tensorflow(plain_run):
   _, meta = plain_run
   assert meta["modules"] == []
@@ -590,20 +782,52 @@ def test_bad_inputs_give_errors_naming_the_input(plain_run):
       "bad_mask_n0": ("frame_mask", "[1 6]"),
   }
   for r, (inp, detail) in expected.items():
-    for loader in ("tf2", "tf1"):
-      if (loader, r) == ("tf1", "bad_rank"):
-        continue
+    for loader in ("tf2", "server"):
       name, message = errors[f"{loader}/tal_v2/{r}"]
       assert name == "InvalidArgumentError", (loader, r, message)
       assert f"input {inp} must have shape" in message, message
       assert detail in message, message
-  # TF1 Session: the client checks the rank against the placeholder.
-  name, message = errors["tf1/tal_v2/bad_rank"]
-  assert name == "ValueError" and "serving_default_frames" in message
-  name, message = errors["tf2/mr/bad_embedding_dim"]
-  assert "input frame_embeddings must have shape [B, N0=8, 12]" in message
-  name, message = errors["tf2/mr/bad_text_mask"]
-  assert "input text_mask must have shape" in message
+    # TF1 Session.run: the Python client checks the declared shape first.
+    name, message = errors[f"tf1/tal_v2/{r}"]
+    assert name == "ValueError", message
+    assert f"Tensor serving_default_{inp}:0, which has shape" in message
+  for loader in ("tf2", "server"):
+    name, message = errors[f"{loader}/mr/bad_embedding_dim"]
+    assert "input frame_embeddings must have shape [B, N0=8, 12]" in message
+    name, message = errors[f"{loader}/mr/bad_text_mask"]
+    assert "input text_mask must have shape" in message
+
+
+@pytest.mark.parametrize("loader", ["tf2", "server"])
+@pytest.mark.parametrize("request_name", sorted(VALUE_ERRORS))
+def test_bad_values_give_errors_naming_the_input(plain_run, loader,
+                                                 request_name):
+  model, text, values = VALUE_ERRORS[request_name]
+  name, message = plain_run[1]["errors"][f"{loader}/{model}/{request_name}"]
+  assert name == "InvalidArgumentError", message
+  assert f"assertion failed: [{text}] {values}" in message, message
+
+
+@pytest.mark.parametrize("loader", ["tf2", "server"])
+@pytest.mark.parametrize("request_name", sorted(TEXT_ERRORS))
+def test_bad_texts_give_errors_naming_the_input(text_run, loader,
+                                                request_name):
+  model, _, text, values = TEXT_ERRORS[request_name]
+  name, message = text_run[1]["errors"][f"{loader}/{model}/{request_name}"]
+  assert name == "InvalidArgumentError", message
+  assert f"assertion failed: [{text}] {values}" in message, message
+
+
+def test_queries_signature_matches_numeric_signature(exports, text_run):
+  results, _, requests = text_run
+  want = _keras_retrieval(exports["mr"], requests["mr_b2"])
+  assert (want["num_detections"][:, 0] > 0).all()  # not vacuous
+  assert want["num_detections"][1, 1] == 0  # the padding caption
+  for loader in ("tf1", "tf2"):
+    numeric = _outputs(results, f"{loader}/mr_text/serving_default/mr_b2")
+    text = _outputs(results, f"{loader}/mr_text/serving_text/mr_b2_text")
+    _assert_same(numeric, want, f"{loader} ids vs keras")
+    _assert_same(text, want, f"{loader} text vs keras")
 
 
 # ---------------------------------------------------------------------------

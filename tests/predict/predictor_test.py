@@ -185,3 +185,119 @@ def test_the_tool_writes_what_the_predictor_returns(setup, tmp_path):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   assert bad.returncode != 0
   assert "give exactly one of --workdir and --saved_model" in bad.stderr
+
+
+def _videos_dir(setup, tmp_path):
+  """The two good mp4s and x.mp4, 4 KiB of random bytes."""
+  videos_dir = tmp_path / "videos"
+  videos_dir.mkdir()
+  for path in setup["videos"]:
+    shutil.copy(path, videos_dir)
+  bad = videos_dir / "x.mp4"
+  bad.write_bytes(np.random.default_rng(0).bytes(4096))
+  names = sorted(os.path.splitext(os.path.basename(p))[0]
+                 for p in setup["videos"])
+  return str(videos_dir), str(bad), names
+
+
+def test_the_tool_skips_a_bad_video_and_resumes(setup, tmp_path):
+  """--videos_dir with an undecodable file: the others are written, the bad
+  one is one FAILED line, exit 1; a rerun skips the written ones."""
+  videos_dir, bad, names = _videos_dir(setup, tmp_path)
+  out_dir = tmp_path / "out"
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+
+  def tool(*extra):
+    return subprocess.run(
+        [sys.executable, "tools/predict.py", f"--workdir={setup['work']}",
+         f"--videos_dir={videos_dir}", f"--class_names={setup['classes']}",
+         f"--output_dir={out_dir}", *extra], cwd=root, capture_output=True,
+        text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+  run = tool()
+  assert run.returncode == 1, run.stderr[-3000:]
+  failed = [line for line in run.stderr.splitlines()
+            if line.startswith("FAILED")]
+  assert len(failed) == 1, run.stderr[-3000:]
+  assert failed[0].startswith(
+      f"FAILED: {bad}: open: cannot open the container")
+  assert "Invalid data found" in failed[0]
+  assert run.stdout.rstrip().endswith(
+      f"predict.py: 2 done, 0 skipped (outputs exist), 1 failed: {bad}")
+  assert sorted(os.listdir(out_dir)) == sorted(
+      n + ext for n in names for ext in (".json", ".png"))
+  first = out_dir / f"{names[0]}.json"
+  assert json.loads(first.read_text())["detections"]
+  first.write_text("{}")  # a rerun must not touch it
+
+  run = tool()
+  assert run.returncode == 1, run.stderr[-3000:]
+  assert f"FAILED: {bad}: open:" in run.stderr
+  assert run.stdout.rstrip().endswith(
+      f"predict.py: 0 done, 2 skipped (outputs exist), 1 failed: {bad}")
+  assert first.read_text() == "{}"  # (--overwrite: the next test)
+
+
+def test_predict_videos_resumes_after_a_kill(setup, tmp_path, monkeypatch):
+  """A killed run's leftovers (a PNG without its JSON, a partial temporary
+  JSON) are redone; a complete rerun loads no model; `overwrite` redoes
+  existing outputs; without matplotlib one line says what to install and
+  the JSONs are still written."""
+  from unloc_tf import visualize  # noqa: PLC0415
+
+  videos = sorted(setup["videos"])
+  names = predict.output_names(videos)
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / f"{names[0]}.png").write_bytes(b"partial")  # killed before JSON
+  (out / f"{names[1]}.json.incomplete").write_text('{"trunc')
+  made = []
+
+  def make():
+    made.append(1)
+    return predict.Predictor.from_workdir(
+        setup["work"], class_names=launch_flags.parse_class_names(
+            setup["classes"]))
+
+  lines = []
+  summary = predict.predict_videos(make, videos, str(out), report=lines.append,
+                                   warn=lines.append)
+  assert (summary.done, summary.skipped, summary.failed) == (videos, [], [])
+  assert sorted(os.listdir(out)) == sorted(
+      n + ext for n in names for ext in (".json", ".png"))
+  assert os.path.getsize(out / f"{names[0]}.png") > 1000  # redrawn
+  for name in names:
+    assert json.loads((out / f"{name}.json").read_text())["detections"]
+  summary = predict.predict_videos(make, videos, str(out), report=lines.append,
+                                   warn=lines.append)
+  assert summary.skipped == videos and not summary.done
+  assert summary.line() == "0 done, 2 skipped (outputs exist), 0 failed"
+  assert len(made) == 1  # the rerun made no model
+  first = out / f"{names[0]}.json"
+  first.write_text("{}")
+  summary = predict.predict_videos(make, videos, str(out), overwrite=True,
+                                   report=lines.append, warn=lines.append)
+  assert summary.line() == "2 done, 0 skipped (outputs exist), 0 failed"
+  assert json.loads(first.read_text())["detections"]
+
+  monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
+  visualize._mpl.cache_clear()  # pylint: disable=protected-access
+  try:
+    lines.clear()
+    out2 = tmp_path / "no_mpl"
+    summary = predict.predict_videos(make, videos[:1], str(out2),
+                                     report=lines.append, warn=lines.append)
+    assert summary.done == videos[:1]
+    assert [line for line in lines if "matplotlib" in line] == [
+        "no timeline PNGs: plotting needs matplotlib, which is not"
+        " installed: pip install matplotlib (or pip install"
+        " 'unloc_tf[data]'); or pass --noplot"]
+    assert os.listdir(out2) == [f"{names[0]}.json"]
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+      predict.write_outputs(str(out2), dict(json.loads(
+          (out2 / f"{names[0]}.json").read_text()), name="other"))
+    assert os.listdir(out2) == [f"{names[0]}.json"]  # nothing written
+  finally:
+    monkeypatch.undo()
+    visualize._mpl.cache_clear()  # pylint: disable=protected-access

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gin
+from tests import fixtures
 from unloc_tf import datasets, launch, predict, spec
 from unloc_tf.data import synthetic
 from unloc_tf.train import checkpoints
@@ -50,7 +51,9 @@ def _model(experiment, data, workdir, *extra):
   """A random tiny model saved as tools/train.py saves it + its evaluator
   run on the records."""
   exp = launch.load_experiment(
-      [experiment], [f"DATA_DIR = '{data}'", *BINDINGS, *extra])
+      [experiment], [f"DATA_DIR = '{data}'",
+                     *fixtures.bindings_read_by([experiment], BINDINGS),
+                     *extra])
   keras.utils.set_random_seed(0)
   model = exp.build_model()
   checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),

@@ -4,6 +4,7 @@ the bytes of an uninterrupted run (the library is tested in tests/datasets)."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -95,3 +96,25 @@ def test_worker_count_does_not_change_the_bytes_and_resume_does(syn,
   with pytest.raises(ValueError, match="another --num_shards"):
     convert(syn, "activitynet", out, videos_dir=str(vdir),
             **dict(common, num_shards=2))
+
+
+def test_per_query_and_upscale_flags(syn, tmp_path):
+  """--per_query and --upscale reach the library (the report says so)."""
+  ann, extra = annotation_options(syn, "charades_sta")
+  out = tmp_path / "out"
+  args = [sys.executable, os.path.join(ROOT, "tools", "build_records.py"),
+          "--format=charades_sta", f"--annotations={ann}",
+          f"--charades_csv={extra['charades_csv']}",
+          f"--videos_dir={syn.videos_dir}", f"--output_dir={out}",
+          "--num_shards=1", f"--fps={SRC_FPS}", "--short_side=40",
+          "--per_query", "--upscale", "--noprogress"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600, check=True)
+  with open(out / "train.report.json") as f:
+    report = json.load(f)
+  queries = sum(1 for line in open(ann) if line.strip())
+  assert (report["per_query"], report["upscale"]) == (True, True)
+  assert report["written"]["records"] == queries
+  assert report["issue_counts"]["stored_at_source_size"] == 0
+  assert f"train: {queries}/{queries} records" in proc.stdout

@@ -76,7 +76,7 @@ def test_train_tool_survives_sigkill(tmp_path):
   assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-5000:]
   log = again.stdout + again.stderr
   assert f"restored {work}/checkpoints/ckpt-{resume_from}" in log
-  steps = [int(s) for s in re.findall(r"step (\d+) loss", log)]
+  steps = [int(s) for s in re.findall(r"step (\d+): step loss", log)]
   assert steps == list(range(resume_from + 1, 9)), steps
   kept = sorted(int(p.split("-")[1].split(".")[0]) for p in os.listdir(
       os.path.join(work, "checkpoints")) if p.endswith(".index"))

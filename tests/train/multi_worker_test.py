@@ -51,7 +51,7 @@ trainer.train(workdir=workdir, strategy=strategy, model_fn=tt.model_fn,
               progress=False)
 """
 
-_LINE = re.compile(r"step (\d+) loss (\S+) lr (\S+)")
+_LINE = re.compile(r"step (\d+): step loss (\S+), lr (\S+)")
 
 
 def fixed_labels(batch):

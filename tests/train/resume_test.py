@@ -33,7 +33,7 @@ trainer.train(workdir=workdir, model_fn=tt.model_fn,
               keep_checkpoints=10, log_every=1, progress=False, seed=0)
 """
 
-_LINE = re.compile(r"step (\d+) loss (\S+) lr (\S+)")
+_LINE = re.compile(r"step (\d+): step loss (\S+), lr (\S+)")
 
 
 def _start(data_root, workdir):

@@ -8,16 +8,19 @@ subprocesses import this module.
 import glob
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import fixtures
+from tests.data import shard_damage
 from unloc_tf import spec
-from unloc_tf.data import pipeline, synthetic
+from unloc_tf.data import pipeline, records, synthetic
 from unloc_tf.tasks import action_localizer
-from unloc_tf.train import health, optimizers, trainer
+from unloc_tf.train import evaluation, health, optimizers, trainer
 
 N0 = 8
 PYR = spec.PyramidSpec(N0, num_levels=2,
@@ -60,11 +63,12 @@ def make_data_fn(root: str, global_batch_size: int = 4, seed: int = 0,
                  shuffle_buffer: int = 8, transform=None):
   config = input_config(root)
 
-  def data_fn(input_context=None):
+  def data_fn(input_context=None, skip_batches=0):
     ds = pipeline.make_dataset(
         train_files(root), config, is_training=True,
         global_batch_size=global_batch_size, input_context=input_context,
-        seed=seed, deterministic=True, shuffle_buffer=shuffle_buffer)
+        seed=seed, deterministic=True, shuffle_buffer=shuffle_buffer,
+        skip_batches=skip_batches)
     return ds.map(transform) if transform is not None else ds
 
   return data_fn
@@ -202,6 +206,8 @@ def test_keep_n_init_checkpoint_and_progress_bar(data_root, tmp_path,
       progress=True, **common)
   out = capfd.readouterr().out
   assert "1/1" in out, out  # the Keras progress bar reached the end
+  # Its running mean is named apart from the log's "step loss".
+  assert f"- {trainer.PROGBAR_LOSS}: " in out and "- loss: " not in out, out
   for a, b in zip(_weights(built[1]), trained):
     np.testing.assert_allclose(a, b, atol=1e-6)
   fresh = model_fn()
@@ -216,8 +222,8 @@ def _checkpoint_keys(path):
 
 def test_data_state_reseed_keeps_no_input_state(data_root, tmp_path):
   """data_state='reseed': checkpoints hold no iterator; a resumed run
-  rebuilds the pipeline with resume_seed(seed, step).  The default
-  ('iterator') checkpoints the iterator."""
+  rebuilds the pipeline with resume_seed(seed, step).  'iterator'
+  checkpoints the iterator."""
   seeds = []
   base_fn = make_data_fn(data_root)
 
@@ -241,11 +247,98 @@ def test_data_state_reseed_keeps_no_input_state(data_root, tmp_path):
   assert trainer.resume_seed(5, 2) not in (5, trainer.resume_seed(5, 4))
 
   exact = str(tmp_path / "iterator")
-  trainer.train(workdir=exact, total_steps=2, **common)
+  trainer.train(workdir=exact, total_steps=2, data_state="iterator",
+                **common)
   assert any("iterator" in k for k in _checkpoint_keys(
       os.path.join(exact, "checkpoints", "ckpt-2")))
   with pytest.raises(ValueError, match="data_state"):
     trainer.train(workdir=exact, total_steps=2, data_state="none", **common)
+
+
+def test_data_state_position_resumes_exactly_without_input_state(
+    data_root, tmp_path):
+  """The default data_state ('position'): checkpoints hold no input state,
+  and a run stopped at step 3 and resumed ends like an uninterrupted run
+  (same loss at every step, same weights and optimizer state, bit for
+  bit), with random crops and a shuffle window on 32-px frame records."""
+  data_fn = make_data_fn(data_root, global_batch_size=3, shuffle_buffer=3)
+  common = dict(model_fn=model_fn, train_data_fn=data_fn,
+                optimizer_fn=make_optimizer_fn(6), checkpoint_every=3,
+                log_every=1, progress=False, jit_compile=False, seed=2)
+  whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+  trainer.train(workdir=whole, total_steps=6, **common)
+  trainer.train(workdir=parts, total_steps=3, **common)
+  ckpt = os.path.join(parts, "checkpoints", "ckpt-3")
+  assert not any("iterator" in k for k in _checkpoint_keys(ckpt))
+  trainer.train(workdir=parts, total_steps=6, **common)
+
+  def losses(workdir):
+    return [v for _, v in sorted(event_scalars(
+        os.path.join(workdir, "train"))["loss"])]
+
+  # 8 records, batch 3: step 3 resumes inside the second epoch.
+  assert len(losses(whole)) == 6
+  assert losses(parts) == losses(whole)
+  a = tf.train.load_checkpoint(os.path.join(whole, "checkpoints", "ckpt-6"))
+  b = tf.train.load_checkpoint(os.path.join(parts, "checkpoints", "ckpt-6"))
+  keys = [k for k in a.get_variable_to_shape_map()
+          if k.startswith(("variables/", "optimizer/"))]
+  assert len(keys) > 50
+  for k in keys:
+    np.testing.assert_array_equal(a.get_tensor(k), b.get_tensor(k), k)
+
+
+def test_data_state_position_needs_a_data_fn_that_skips(data_root,
+                                                        tmp_path):
+  base_fn = make_data_fn(data_root)
+
+  def data_fn(input_context=None):
+    return base_fn(input_context=input_context)
+
+  common = dict(model_fn=model_fn, train_data_fn=data_fn,
+                optimizer_fn=make_optimizer_fn(4), checkpoint_every=2,
+                progress=False, jit_compile=False)
+  trainer.train(workdir=str(tmp_path), total_steps=2, **common)
+  with pytest.raises(TypeError, match="data_state='position' resumes by"
+                     " calling train_data_fn.*skip_batches=N"):
+    trainer.train(workdir=str(tmp_path), total_steps=4, **common)
+
+
+def _damaged_copy(data_root, tmp_path, split, how):
+  """A copy of the records with shard 1 of `split` damaged; (its path, the
+  first bad record)."""
+  root = str(tmp_path / "damaged")
+  shutil.copytree(data_root, root)
+  path = sorted(glob.glob(os.path.join(root, spec.TAL, f"{split}-*")))[1]
+  if how == "truncated":
+    return root, path, shard_damage.truncate(path)
+  return root, path, shard_damage.corrupt(path, record=0)
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupted"])
+def test_damaged_training_shard_is_named(data_root, tmp_path, how):
+  """TensorFlow's "truncated record at N" / "corrupted record at N" name
+  no file; the trainer's error names the shard and the record."""
+  root, path, bad = _damaged_copy(data_root, tmp_path, "train", how)
+  with pytest.raises(records.DamagedShardError,
+                     match=re.escape(f"{path}: record {bad}: damaged"
+                                     f" TFRecord shard ({how}")):
+    trainer.train(workdir=str(tmp_path / "run"), model_fn=model_fn,
+                  train_data_fn=make_data_fn(root),
+                  optimizer_fn=make_optimizer_fn(8), total_steps=8,
+                  health_window=0, jit_compile=False, progress=False)
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupted"])
+def test_damaged_evaluation_shard_is_named(data_root, tmp_path, how):
+  root, path, bad = _damaged_copy(data_root, tmp_path, "val", how)
+  model = model_fn()
+  model(trainer._numeric(next(iter(make_eval_data_fn(data_root)()))))
+  evaluator = evaluation.Evaluator(spec.TAL,
+                                   class_names=synthetic.ACTIONS)
+  with pytest.raises(records.DamagedShardError,
+                     match=re.escape(f"{path}: record {bad}: damaged")):
+    evaluator(model, make_eval_data_fn(root)())
 
 
 def _zero_labels(batch):

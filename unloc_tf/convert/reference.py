@@ -59,7 +59,11 @@ refuses (`ReferenceTreeMismatch`, nothing assigned) unless every reference
 name maps onto a model variable and every model variable gets a value of
 the right shape; `export_reference_tree` is the inverse.  `convert` and
 `to_reference` do the same between a reference checkpoint file
-(`reference_io`) and an unloc_tf workdir checkpoint, given the model.
+(`reference_io`) and an unloc_tf workdir checkpoint, given the model; both
+build it with their source's cached-embedding widths (frame embeddings Dv
+in `video_projection/kernel` [Dv, D], text embeddings De in
+`text_projection/kernel` [De, D]), which the model config does not hold.
+Reference → unloc_tf → reference is exact (bit for bit).
 """
 
 from __future__ import annotations
@@ -496,6 +500,46 @@ def build_task_model(model, reference_shapes=None):
   return model
 
 
+# Reference names of the kernels whose input width is the width of a cached
+# input (frame embeddings Dv, text embeddings De), not part of the model
+# config: {reference name: backbone attribute of the Dense layer}.
+_INPUT_WIDTH_KERNELS = {"video_projection/kernel": "video_projection",
+                        "text_projection/kernel": "text_projection"}
+
+
+def checkpoint_reference_shapes(model, checkpoint_path: str
+                                ) -> Dict[str, Tuple[int, ...]]:
+  """The input-width kernel shapes saved in an unloc_tf checkpoint.
+
+  A model on cached embeddings sizes `video_projection/kernel` [Dv, D] and
+  `text_projection/kernel` [De, D] from its first batch, so rebuilding it
+  for a checkpoint needs the checkpoint's Dv / De (e.g. 768 for ViT-B/16
+  frame embeddings, whatever D is).
+
+  Args:
+    model: an unbuilt (or built) unloc_tf task model.
+    checkpoint_path: a checkpoint prefix or directory (its latest) written by
+      `checkpoints.Checkpointer`.
+
+  Returns:
+    {reference name: shape} for `build_task_model`; a kernel the checkpoint
+    does not hold (no such layer, or saved under an unexpected path) is left
+    out (the model's default width is used and the restore reports it).
+  """
+  _, reader, keys = checkpoints._checkpoint_index(checkpoint_path)  # pylint: disable=protected-access
+  shape_map = reader.get_variable_to_shape_map()
+  out = {}
+  for name, attr in _INPUT_WIDTH_KERNELS.items():
+    layer = getattr(model.backbone, attr, None)
+    if layer is None:
+      continue
+    suffix = f"{layer.name}/kernel"
+    found = [p for p in keys if p == suffix or p.endswith("/" + suffix)]
+    if len(found) == 1:
+      out[name] = tuple(int(d) for d in shape_map[keys[found[0]]])
+  return out
+
+
 # ---------------------------------------------------------------------------
 # Reference checkpoint files ⇄ unloc_tf workdirs.
 # ---------------------------------------------------------------------------
@@ -560,25 +604,51 @@ def to_reference(model, workdir: str, output: str,
   """Writes the reference-named tree of the model saved in `workdir`.
 
   Args:
-    model: an unloc_tf task model of the workdir's architecture (built here
-      by `build_task_model`).
+    model: an unloc_tf task model of the workdir's architecture, unbuilt:
+      it is built here by `build_task_model` with the checkpoint's
+      cached-embedding widths (`checkpoint_reference_shapes`).
     workdir: holds `checkpoints/` (its latest checkpoint is read).
     output: `.npz` or Flax msgpack file (`reference_io.write_reference_tree`).
     head_name: as `export_reference_tree`.
 
+  The identity `text_projection/kernel` that `import_reference_tree`
+  synthesizes for the reference's pass-through text-embedding configs
+  (TAL-L, COIN-L: no text tower, square projection) is left out again, so
+  reference → unloc_tf → reference gives back the same names; a trained
+  (non-identity) projection is written, though those reference configs
+  have no parameter to read it into.
+
   Returns:
-    {"output": output, "num_names": number of reference names written}.
+    {"output": output, "num_names": number of reference names written,
+     "omitted": names left out (the identity text projection, or none)}.
 
   Raises:
-    ValueError: the checkpoint's variables differ from the model's.
+    ValueError: the checkpoint's variables (names or shapes) differ from
+      the model's.
   """
-  build_task_model(model)
-  report = checkpoints.restore_partial(
-      model, os.path.join(workdir, "checkpoints"), adapt_shapes=False)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  build_task_model(model, checkpoint_reference_shapes(model, ckpt_dir))
+  hint = ("Pass the --gin_file / --gin_bindings the workdir was trained or"
+          " converted with (a training run records them in"
+          f" {workdir}/operative_config.gin).")
+  try:
+    report = checkpoints.restore_partial(model, ckpt_dir, adapt_shapes=False)
+  except ValueError as e:
+    raise ValueError(f"{ckpt_dir} does not fit the gin model {model.name!r}:"
+                     f" {e}\n{hint}") from e
   if report["missing"] or report["unused"]:
     raise ValueError(
-        f"{workdir}/checkpoints does not match the gin model: missing"
-        f" {report['missing']}, unused {report['unused']}")
+        f"{ckpt_dir} does not match the gin model {model.name!r}: model"
+        f" variables missing from the checkpoint {report['missing']},"
+        f" checkpoint variables the model does not have"
+        f" {report['unused']}. {hint}")
   tree = export_reference_tree(model, head_name)
+  omitted = []
+  proj = tree.get("text_projection/kernel")
+  if (proj is not None and model.backbone.text_encoder is None
+      and proj.ndim == 2 and proj.shape[0] == proj.shape[1]
+      and np.array_equal(proj, np.eye(proj.shape[0], dtype=proj.dtype))):
+    del tree["text_projection/kernel"]
+    omitted.append("text_projection/kernel")
   reference_io.write_reference_tree(output, tree)
-  return {"output": output, "num_names": len(tree)}
+  return {"output": output, "num_names": len(tree), "omitted": omitted}

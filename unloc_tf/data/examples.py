@@ -153,12 +153,22 @@ class Processor:
            "t_end": t_end}
     if c.task == spec.MR:
       seg["caption"] = p[spec.SEGMENT_LABEL_STRING]
+      num_text = tf.shape(seg["caption"])[0]
+      # An unlabeled record (captions, no segment): padded segments that
+      # are not ground truth (gt_valid 0), with valid captions.
+      pad = tf.maximum(num_text - num, 0)
+      seg["gt_valid"] = tf.ones([num], tf.int32)
+      fill = {"start": spec.PAD_SEGMENT_INDEX, "end": spec.PAD_SEGMENT_INDEX,
+              "label": spec.PAD_LABEL, "t_start": -1.0, "t_end": -1.0,
+              "gt_valid": 0}
+      seg.update({k: tf.pad(seg[k], [[0, pad]], constant_values=v)
+                  for k, v in fill.items()})
       if c.text_mode == "embeddings":
         seg["embedding"] = tf.reshape(
             p[spec.SEGMENT_LABEL_EMBEDDING], [-1, c.text_embedding_dim])
       if self.is_training:
         perm = tf.random.experimental.stateless_shuffle(
-            tf.range(num), seed)
+            tf.range(num_text), seed)
         seg = {k: tf.gather(v, perm) for k, v in seg.items()}
       size = c.num_captions(self.is_training)
     else:
@@ -168,8 +178,10 @@ class Processor:
         keep = new >= 0
         seg["label"] = new
         seg = {k: tf.boolean_mask(v, keep) for k, v in seg.items()}
-    valid = tf.ones_like(seg["start"], tf.int32)
+    valid = seg.pop("gt_valid", tf.ones_like(seg["start"], tf.int32))
     out = {
+        "text_valid": _pad_or_trim(tf.ones_like(seg["start"], tf.int32), size,
+                                   0),
         "start": _pad_or_trim(seg["start"], size, spec.PAD_SEGMENT_INDEX),
         "end": _pad_or_trim(seg["end"], size, spec.PAD_SEGMENT_INDEX),
         "label": _pad_or_trim(seg["label"], size, spec.PAD_LABEL),
@@ -264,7 +276,7 @@ class Processor:
       labels, disp = loc_targets.moment_retrieval_targets(
           seg["start"], seg["end"], seg["valid"], n, pyr,
           normalize_by_stride=c.normalize_displacements_by_stride)
-      out.update(self._caption_text(seg["caption"], seg["valid"], seg))
+      out.update(self._caption_text(seg["caption"], seg["text_valid"], seg))
     else:
       labels, disp = loc_targets.localization_targets(
           seg["start"], seg["end"], seg["label"], n, c.num_output_classes,

@@ -1,6 +1,7 @@
 """tf.data input pipelines for every task (reference_spec.md §1 and §3).
 
-    shards ─ interleave (sharded by tf.distribute.InputContext) ─ parse
+    shards ─ interleave (sharded by tf.distribute.InputContext;
+      training: a seeded order per epoch, restartable at any batch) ─ parse
       ─ check (errors name file, record, field) ─ select segments / captions
       ─ sample frames (linspace or windows) ─ decode JPEG + augment, or gather
         cached embeddings ─ text (CLIP BPE in the graph, or cached embeddings)
@@ -12,24 +13,34 @@ per-example steps are `examples.Processor`, the configuration
 + masks), so the same batches feed XLA and TPUs.  The batch keys are the
 constants of `unloc_tf.spec`; `describe_batch` lists them per task.
 Evaluation batches are padded to the full batch size and carry `batch_mask`.
+
+A damaged shard surfaces as TensorFlow's `DataLossError`, which names no
+file; `naming_damaged_shards(source_files(dataset))` around the reading
+loop re-raises it naming the shard and the record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import weakref
 from typing import Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from unloc_tf import spec
-from unloc_tf.data import examples, input_config, sampling
+from unloc_tf.data import examples, input_config, records, sampling
 
 # Re-exported: gin files bind `pipeline.InputConfig` and callers use these
 # through this module.
 BATCH_MASK = input_config.BATCH_MASK
 InputConfig = input_config.InputConfig
 describe_batch = input_config.describe_batch
+
+ORDERS = ("epochs", "buffer")
+# make_dataset's datasets -> the shards they read (`source_files`).
+_SOURCE_FILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def list_files(file_pattern: str | Sequence[str]) -> list[str]:
@@ -44,28 +55,104 @@ def list_files(file_pattern: str | Sequence[str]) -> list[str]:
   return files
 
 
-def _records(files: list[str], is_training: bool, seed: int,
-             cycle_length: int, input_context) -> tf.data.Dataset:
-  """(source_file, record_index, serialized) from the shards of this host."""
-  ds = tf.data.Dataset.from_tensor_slices(files)
-  if input_context is not None and input_context.num_input_pipelines > 1:
-    if len(files) < input_context.num_input_pipelines:
-      raise ValueError(
-          f"{len(files)} shards for {input_context.num_input_pipelines} input"
-          " pipelines: write at least one shard per pipeline")
-    ds = ds.shard(input_context.num_input_pipelines,
-                  input_context.input_pipeline_id)
-  if is_training:
-    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+def pipeline_files(files: Sequence[str], input_context=None) -> list[str]:
+  """The shards one input pipeline reads: every `num_input_pipelines`-th
+  file from its `input_pipeline_id` (all of them without a context)."""
+  files = list(files)
+  if input_context is None or input_context.num_input_pipelines <= 1:
+    return files
+  if len(files) < input_context.num_input_pipelines:
+    raise ValueError(
+        f"{len(files)} shards for {input_context.num_input_pipelines} input"
+        " pipelines: write at least one shard per pipeline")
+  return files[input_context.input_pipeline_id::
+               input_context.num_input_pipelines]
+
+
+def _read_shards(paths: tf.data.Dataset, num_files: int,
+                 cycle_length: int) -> tf.data.Dataset:
+  """(source_file, record_index, serialized) of the shards in `paths`,
+  `cycle_length` shards at a time, one record from each in turn."""
 
   def read(path):
     return tf.data.TFRecordDataset(path).enumerate().map(
         lambda i, r: (path, i, r))
 
-  return ds.interleave(read, cycle_length=min(cycle_length, len(files)),
-                       block_length=1,
-                       num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=True)
+  return paths.interleave(read, cycle_length=min(cycle_length, num_files),
+                          block_length=1,
+                          num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+
+
+def _records(files: list[str], is_training: bool, seed: int,
+             cycle_length: int) -> tf.data.Dataset:
+  """One pass over `files` (order "buffer": shuffled by tf.data's seeded,
+  reshuffling file shuffle when training)."""
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if is_training:
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  return _read_shards(ds, len(files), cycle_length)
+
+
+# Salt of the epoch-order seeds, so that they differ from the augmentation
+# seeds [seed, element index].
+_ORDER_SALT = 0x5EED0
+
+
+def _permutation(size, seed) -> tf.Tensor:
+  """A permutation of range(size), a pure function of the stateless seed."""
+  keys = tf.random.stateless_uniform([size], seed=seed)
+  return tf.argsort(keys, stable=True)
+
+
+def _epoch_records(files: tf.Tensor, epoch: tf.Tensor, seed: int,
+                   cycle_length: int, window: int) -> tf.data.Dataset:
+  """The records of one training epoch in an order that is a pure function
+  of (seed, epoch): the shards in a seeded permutation, read
+  `cycle_length` at a time, then every `window` consecutive records in a
+  seeded permutation (seeded by (seed, epoch, window index))."""
+  key = tf.random.experimental.stateless_fold_in(
+      tf.stack([tf.constant(seed, tf.int64), epoch]), _ORDER_SALT)
+  num_files = int(files.shape[0])
+  order = _permutation(num_files,
+                       tf.random.experimental.stateless_fold_in(key, 0))
+  ds = _read_shards(
+      tf.data.Dataset.from_tensor_slices(tf.gather(files, order)),
+      num_files, cycle_length)
+  if window <= 1:
+    return ds
+  window_key = tf.random.experimental.stateless_fold_in(key, 1)
+
+  def permute(index, block):
+    perm = _permutation(
+        tf.shape(block[0])[0],
+        tf.random.experimental.stateless_fold_in(window_key, index))
+    return tuple(tf.gather(x, perm) for x in block)
+
+  return ds.batch(window).enumerate().map(permute).unbatch()
+
+
+def _training_records(files: list[str], seed: int, cycle_length: int,
+                      window: int, repeat: bool, start: int
+                      ) -> tf.data.Dataset:
+  """Training records from record `start` of the stream epoch 0, 1, ...
+  (order "epochs"): whole epochs before `start` are not read, the records
+  of its epoch before it are read but not parsed."""
+  if sum(tf.io.gfile.stat(f).length for f in files) == 0:
+    raise ValueError(f"no records in {files}")
+  first_epoch, offset = 0, 0
+  if start:
+    per_epoch = sum(records.count_records(f) for f in files)
+    first_epoch, offset = divmod(start, per_epoch)
+    if not repeat and first_epoch:
+      raise ValueError(f"cannot start at record {start} of a single pass"
+                       f" over {per_epoch} records")
+  files_t = tf.constant(files)
+  epochs = (tf.data.Dataset.counter(first_epoch) if repeat
+            else tf.data.Dataset.range(first_epoch, 1))
+  ds = epochs.flat_map(
+      lambda e: _epoch_records(files_t, e, seed, cycle_length, window))
+  return ds.skip(offset) if offset else ds
 
 
 def _pad_batch(batch: Dict[str, tf.Tensor], batch_size: int):
@@ -94,13 +181,15 @@ def make_dataset(
     global_batch_size: int,
     input_context: Optional[tf.distribute.InputContext] = None,
     seed: int = 0,
-    deterministic: bool = False,
+    deterministic: bool = True,
     shuffle_buffer: int = 256,
     cycle_length: int = 8,
     repeat: Optional[bool] = None,
     validate: bool = True,
     num_parallel_calls: Optional[int] = None,
     prefetch: Optional[int] = None,
+    order: str = "epochs",
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
   """The input pipeline of one task.
 
@@ -116,20 +205,44 @@ def make_dataset(
       the files by input pipeline.
     seed: seeds shuffling and every random augmentation.
     deterministic: a fixed element order (and, with `seed`, identical
-      batches on every run); otherwise tf.data may reorder for speed.
-    shuffle_buffer: records in the training shuffle buffer.
+      batches on every run); False lets tf.data reorder training examples
+      for speed, and then a run resumed with `skip_batches` may see a few
+      examples around the resume point twice or not at all.
+    shuffle_buffer: training records shuffled together: the window of
+      order "epochs", the shuffle buffer of order "buffer".
     cycle_length: shards read concurrently.
     repeat: repeat forever (default: is_training).
     validate: check every record and sampled JPEG (errors name file, record
       and field).  Costs ~1%; keep it on.
     num_parallel_calls: parallel example processing (default AUTOTUNE).
     prefetch: batches to prefetch (default AUTOTUNE).
+    order: the training order.  "epochs" (default): epoch e reads the
+      shards in a permutation seeded by (seed, e), `cycle_length` at a time,
+      and permutes every `shuffle_buffer` consecutive records with a seed of
+      (seed, e, window index) -- a pure function of (seed, position), so a
+      run can restart at any batch (`skip_batches`) without stored state.
+      "buffer": tf.data's seeded file shuffle and shuffle buffer, reshuffled
+      every epoch (the reference's DMVR order; resumable only from a
+      checkpointed iterator).
+    skip_batches: training batches of this pipeline already consumed: the
+      dataset starts with the next one, exactly the batch an uninterrupted
+      pipeline yields then (order "epochs", `deterministic`).  Whole epochs
+      are jumped over; in the current epoch the records before the start
+      are read but not parsed (the shards' record counts are read from
+      their headers first).  Augmentation seeds follow the element index,
+      so they resume too.
 
   Returns:
     A `tf.data.Dataset` of dicts keyed by `unloc_tf.spec` batch keys, with
     fully static shapes.
   """
-  files = list_files(file_pattern)
+  if order not in ORDERS:
+    raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+  if skip_batches and (not is_training or order != "epochs"):
+    raise ValueError("skip_batches needs is_training=True and order="
+                     f"'epochs' (got is_training={is_training}, order="
+                     f"{order!r})")
+  files = pipeline_files(list_files(file_pattern), input_context)
   batch_size = global_batch_size
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(global_batch_size)
@@ -137,14 +250,23 @@ def make_dataset(
   parallel = num_parallel_calls or tf.data.AUTOTUNE
   proc = examples.Processor(config, is_training, validate)
 
-  ds = _records(files, is_training, seed, cycle_length, input_context)
-  if is_training and shuffle_buffer > 1:
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  if repeat:
-    ds = ds.repeat()
-  # A per-element counter makes the augmentation seeds independent of the
-  # order in which parallel workers run.
-  ds = ds.enumerate()
+  # Every training record yields one example (AS: one random window), so
+  # `skip_batches` batches are that many * batch_size records.
+  start = int(skip_batches) * batch_size
+  if is_training and order == "epochs":
+    ds = _training_records(files, seed, cycle_length, shuffle_buffer, repeat,
+                           start)
+  else:
+    ds = _records(files, is_training, seed, cycle_length)
+    if is_training and shuffle_buffer > 1:
+      ds = ds.shuffle(shuffle_buffer, seed=seed,
+                      reshuffle_each_iteration=True)
+    if repeat:
+      ds = ds.repeat()
+  # A per-element counter (the element's index in the whole stream) makes
+  # the augmentation seeds independent of the order in which parallel
+  # workers run, and of where a resumed run starts.
+  ds = ds.enumerate(start=start)
 
   def element_seed(counter):
     return tf.stack([tf.constant(seed, tf.int64), counter])
@@ -199,7 +321,28 @@ def make_dataset(
     # Files are sharded by hand above.
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.OFF)
-  return ds.with_options(options)
+  ds = ds.with_options(options)
+  _SOURCE_FILES[ds] = tuple(files)
+  return ds
+
+
+def source_files(dataset: tf.data.Dataset) -> Optional[Tuple[str, ...]]:
+  """The shards a dataset of `make_dataset` reads (None for other
+  datasets, including datasets derived from one with map etc.)."""
+  return _SOURCE_FILES.get(dataset)
+
+
+@contextlib.contextmanager
+def naming_damaged_shards(files: Optional[Sequence[str]]):
+  """Turns a `DataLossError` raised inside (TensorFlow's "truncated record
+  at 10779092", which names no file) into a `records.DamagedShardError`
+  naming the shard and the record, found by reading `files` again."""
+  try:
+    yield
+  except tf.errors.DataLossError as e:
+    if not files or isinstance(e, records.DamagedShardError):
+      raise
+    raise records.locate_damage(files, e) from e
 
 
 def split_pattern(data_dir: str, split: str, subdir: str = "",
@@ -220,6 +363,21 @@ def read_class_names(path: str = "", data_dir: str = "",
   if not names:
     raise ValueError(f"{path}: no class names")
   return names
+
+
+def count_class_names(default: Optional[int] = None, path: str = "",
+                      data_dir: str = "", file_name: str = "classes.txt"
+                      ) -> int:
+  """The number of classes in the class list (`read_class_names`'s file)
+  when it exists, else `default` (the dataset's published count), so a
+  converted subset with fewer classes needs no NUM_CLASSES binding."""
+  path = path or os.path.join(data_dir, file_name)
+  if tf.io.gfile.exists(path):
+    return len(read_class_names(path))
+  if default is None:
+    raise FileNotFoundError(f"no class list at {path}: write it (one class"
+                            " per line) or bind NUM_CLASSES")
+  return int(default)
 
 
 def read_zero_shot_split(path: str, split: int = 0, part: str = "seen"

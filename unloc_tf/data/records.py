@@ -8,6 +8,12 @@ One example is described by a `VideoRecord`; `validate_for_task` checks what a
 task needs, `to_sequence_example` serialises it, and `write_shards` writes
 TFRecord shards named `<prefix>-00000-of-00008.tfrecord`.
 
+Damaged shards: `count_records` reads only the length headers (one seek per
+record) and finds a truncated shard; `check_shard` reads every byte and also
+finds a corrupted one (CRC mismatch); `locate_damage` turns TensorFlow's
+`DataLossError` ("truncated record at 10779092", no file name) into a
+`DamagedShardError` naming the shard and the record.
+
 Task conventions:
   * TAL: one record per video, every segment with `label_index >= 0`.
   * MR: one record per video (ActivityNet Captions) or per query (Charades-STA,
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import struct
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
@@ -369,3 +377,139 @@ def write_shards(
   for t, p in zip(tmp, paths):
     os.replace(t, p)
   return paths
+
+
+# ---------------------------------------------------------------------------
+# Damaged shards.
+# ---------------------------------------------------------------------------
+_HEADER_BYTES = 12  # uint64 length + masked CRC32C of the length
+_FOOTER_BYTES = 4   # masked CRC32C of the data
+_TF_DETAIL = re.compile(r"(?:truncated|corrupted) record at \d+")
+
+
+def data_loss_detail(error: tf.errors.OpError) -> str:
+  """The useful part of TensorFlow's reading error ("corrupted record at
+  1000160"), without the graph-execution preamble."""
+  message = error.message or ""
+  match = _TF_DETAIL.search(message)
+  if match:
+    return match.group(0)
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+class DamagedShardError(tf.errors.DataLossError):
+  """A TFRecord shard that cannot be read to its end.
+
+  Attributes:
+    path: the shard.
+    record_index: the first record that cannot be read (the records before
+      it are intact).
+    detail: what is wrong (TensorFlow's message, or the header scan's).
+  """
+
+  def __init__(self, path: str, record_index: int, detail: str):
+    self.path = path
+    self.record_index = int(record_index)
+    self.detail = detail
+    super().__init__(
+        None, None,
+        f"{path}: record {record_index}: damaged TFRecord shard ({detail})."
+        " The shard was cut short (an interrupted copy or write) or its"
+        " bytes changed: copy it again or rebuild it (tools/build_records.py"
+        " --overwrite, tools/extract_features.py --overwrite), or leave it"
+        " out of the file pattern")
+
+  def __reduce__(self):
+    return type(self), (self.path, self.record_index, self.detail)
+
+
+def count_records(path: str) -> int:
+  """Records in a TFRecord shard, from the length headers only (one seek
+  per record, no CRC check).
+
+  Raises:
+    DamagedShardError: the shard ends inside a record (truncated).
+  """
+  size = tf.io.gfile.stat(path).length
+  count = offset = 0
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while offset < size:
+      header = f.read(_HEADER_BYTES)
+      if len(header) < _HEADER_BYTES:
+        raise DamagedShardError(
+            path, count, f"truncated: {size - offset} bytes after the last"
+            f" complete record at byte {offset}, less than a record header")
+      (length,) = struct.unpack("<Q", header[:8])
+      end = offset + _HEADER_BYTES + length + _FOOTER_BYTES
+      if end > size:
+        raise DamagedShardError(
+            path, count, f"truncated: the record at byte {offset} needs"
+            f" {length} bytes of data, the file ends at byte {size}")
+      offset = end
+      f.seek(offset)
+      count += 1
+  return count
+
+
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+def _read_all(path):
+  """Reads (and CRC-checks) every record of a shard; their number."""
+  return tf.data.TFRecordDataset(path).reduce(
+      tf.constant(0, tf.int64), lambda n, _: n + 1)
+
+
+def check_shard(path: str) -> int:
+  """Reads every record of a shard, checking the CRCs; their number.
+
+  Raises:
+    DamagedShardError: naming the first record that cannot be read.
+  """
+  count_records(path)  # truncation, without reading the data
+  try:
+    return int(_read_all(tf.constant(path)))
+  except tf.errors.DataLossError as e:
+    detail = data_loss_detail(e)
+  index = 0
+  try:
+    for _ in tf.data.TFRecordDataset(path):
+      index += 1
+  except tf.errors.DataLossError:
+    pass
+  raise DamagedShardError(path, index, detail)
+
+
+def find_damaged_shard(files: Sequence[str]
+                       ) -> Optional[DamagedShardError]:
+  """The first damage in `files` (truncation first: it needs no data
+  read), or None when every shard reads to its end."""
+  for path in files:
+    try:
+      count_records(path)
+    except DamagedShardError as e:
+      return e
+  for path in files:
+    try:
+      check_shard(path)
+    except DamagedShardError as e:
+      return e
+  return None
+
+
+def locate_damage(files: Sequence[str],
+                  error: tf.errors.DataLossError) -> tf.errors.DataLossError:
+  """The error to raise for a `DataLossError` met while reading `files`:
+  a `DamagedShardError` naming the shard and the record (found by reading
+  the shards again), or, when every shard now reads cleanly, a
+  `DataLossError` that says so."""
+  if isinstance(error, DamagedShardError):
+    return error
+  found = find_damaged_shard(files)
+  if found is not None:
+    return found
+  return tf.errors.DataLossError(
+      None, None,
+      f"{data_loss_detail(error)} while reading {len(files)} shard(s) ({files[0]}, ...), but"
+      " every one of them reads to its end now: the read failed"
+      " transiently (storage or network), or a shard was replaced while"
+      " training; run again")

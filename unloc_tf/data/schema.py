@@ -134,7 +134,8 @@ def validate(
   equal to the number of JPEGs / embeddings; segment lists of equal length;
   segments inside the video, not reversed, of positive length (by their
   timestamps when present); class indices in [0, num_classes) for TAL/AS/CLS;
-  one caption per segment for MR and HD.
+  one caption per segment for MR and HD (or, unlabeled, captions and no
+  segment).
 
   Raises (when the dataset is iterated):
     tf.errors.InvalidArgumentError naming file, record index and field.
@@ -175,16 +176,19 @@ def validate(
         )
     )
   if task in (spec.MR, spec.HD):
+    # One caption per segment; a record without targets (an unlabeled
+    # split: QVHighlights test) holds its queries and no segment.
     size = tf.size(parsed[spec.SEGMENT_LABEL_STRING], out_type=tf.int64)
     checks.append(
         _check(
-            tf.equal(size, num_seg), f, i, spec.SEGMENT_LABEL_STRING,
-            "has ", size, " captions for ", num_seg, " segments",
+            tf.logical_or(tf.equal(size, num_seg), tf.equal(num_seg, 0)), f,
+            i, spec.SEGMENT_LABEL_STRING, "has ", size, " captions for ",
+            num_seg, " segments",
         )
     )
     checks.append(
         _check(
-            num_seg > 0, f, i, spec.SEGMENT_LABEL_STRING,
+            size > 0, f, i, spec.SEGMENT_LABEL_STRING,
             "no caption / query in the record",
         )
     )

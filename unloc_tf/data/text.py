@@ -4,7 +4,7 @@ Reference: reference_spec.md §1.4.  The reference tokenises with DMVR's
 `ClipTokenizer` (OpenAI CLIP's `SimpleTokenizer`): ids are
 `[BOS] + word pieces + [EOS]`, right-truncated to `max_length` *after* BOS/EOS
 are added (so a text with more than `max_length - 2` word pieces loses its
-EOS), padded with 0; the mask is `ids != 0`.
+EOS), padded with 0; the mask is `ids != 0` (here `mask_rule="nonzero"`).
 
 The word pieces come from keras-hub's `CLIPTokenizer`, built offline from the
 real OpenAI CLIP vocabulary shipped in `assets/` (see dependencies.md §A).
@@ -18,20 +18,27 @@ keras-hub runs two different implementations:
     other pieces than OpenAI's "2", "0", "2", "3").
 
 `TextTokenizer` therefore always runs the TF-op path (eager calls go through a
-`tf.function`) and does OpenAI's steps itself with TF ops: clean the text
-(Unicode NFC, UTF-8-aware lower-casing, Python-`str.split()` whitespace
-collapsed to one space, stripped), pre-split it with OpenAI's own pattern
-(`'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+`, run by RE2 in
-`tensorflow_text.regex_split`), then hand each pre-split word to keras-hub's
-graph BPE on its own (a single CLIP word is never split further by keras-hub's
-GPT-2 pattern).  Feeding whole sentences to keras-hub's graph path instead
-would differ from OpenAI on digit runs ("2023") and on contractions after a
-space (" 'd"), besides the missing cleaning.  With this, the ids equal OpenAI's
-`SimpleTokenizer` (checked in tests/data/text_test.py).  Not reproduced:
-ftfy's mojibake repair and `html.unescape` (only NFC of ftfy's clean-up is
-done), and the Devanagari digit six "\u096c", which keras-hub uses as an
-internal marker and drops.  Special-token strings in the text
-("<|endoftext|>") map to their ids, as in OpenAI's tokenizer.
+`tf.function`) and does OpenAI's steps itself with TF ops: clean the text like
+OpenAI (ftfy's `fix_text`, `html.unescape` twice, `regex` whitespace collapsed
+to one space, stripped, lower-cased; `text_cleaning` says what exactly is
+reproduced), pre-split it with OpenAI's own pattern
+(`'s|'t|'re|'ve|'m|'ll|'d` case-insensitive, `\p{L}+|\p{N}|[^\s\p{L}\p{N}]+`,
+run by RE2 in `tensorflow_text.regex_split`), then hand each pre-split word to
+keras-hub's graph BPE on its own.  Feeding whole sentences to keras-hub's
+graph path instead would differ from OpenAI on digit runs ("2023") and on
+contractions after a space (" 'd"), besides the missing cleaning.  With this,
+the ids equal OpenAI's `SimpleTokenizer` on every sentence, query and class
+name of the real annotation files (checked in tests/data/text_test.py and
+text_cleaning_test.py).  Not reproduced: ftfy's mojibake repair, TF's
+lower-casing of letters added in Unicode 14+, the contraction "'\u017f"
+(long s; keras-hub's GPT-2 split cuts that word again), and the Devanagari
+digit six "\u096c", which keras-hub uses as an internal marker and drops.
+Special-token strings in the text ("<|endoftext|>") map to their ids, as in
+OpenAI's tokenizer.
+
+The padding mask is derived from the sequence length by default (id 0 is
+also the real word piece "!"); the reference's `ids != 0` is
+`mask_rule="nonzero"`.
 
 No `py_function`: everything runs in the tf.data graph.  keras-hub's BPE cache
 is a `MutableHashTable` that grows with every new word (bounded by the corpus
@@ -50,9 +57,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from unloc_tf.data import text_cleaning
+
 BOS_ID = 49406  # <|startoftext|>
 EOS_ID = 49407  # <|endoftext|>
 PAD_ID = 0
+# TextTokenizer's padding-mask rules: "length" (default) and "nonzero" (the
+# reference's `ids != 0`).
+MASK_RULES = ("length", "nonzero")
 
 VOCABULARY_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
 VOCABULARY_SHA256 = (
@@ -85,19 +97,13 @@ KINETICS_PROMPTS: Tuple[str, ...] = tuple(
 )
 
 # OpenAI SimpleTokenizer's pre-split pattern (clip/simple_tokenizer.py), in
-# RE2 syntax.  It runs on cleaned (lower-case, single-spaced) text.
+# RE2 syntax.  It runs on cleaned (lower-case, single-spaced) text.  OpenAI
+# compiles it with IGNORECASE; after lower-casing that still matters for
+# "'\u017f" (long s, which case-folds to "s").
 _CLIP_SPLIT = (
-  r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d"
+  r"(?i:<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d)"
   r"|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+"
 )
-
-# Characters Python's `str.split()` treats as whitespace (RE2's `\s` is only
-# [\t\n\f\r ]).
-_WHITESPACE_RUN = (
-  r"[\s\x{0b}\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
-  r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]+"
-)
-
 
 def vocabulary_path() -> str:
   """Returns the path of the shipped OpenAI CLIP BPE vocabulary (.txt.gz)."""
@@ -166,19 +172,17 @@ def clip_tokenizer(
 def clean_text(texts: tf.Tensor) -> tf.Tensor:
   """Cleans text like OpenAI's SimpleTokenizer, with TF ops.
 
-  NFC, UTF-8 lower-casing, Python-style whitespace collapsed to single
-  spaces, stripped.
+  ftfy's `fix_text` (all but its mojibake repair), `html.unescape` twice,
+  whitespace runs collapsed to one space, stripped, lower-cased; see
+  `text_cleaning` for what exactly is reproduced.
 
   Args:
-    texts: tf.string tensor of any shape.
+    texts: tf.string [N].
 
   Returns:
-    tf.string tensor of the same shape.
+    tf.string [N].
   """
-  texts = tf_text.normalize_utf8(texts, "NFC")
-  texts = tf.strings.lower(texts, encoding="utf-8")
-  texts = tf.strings.regex_replace(texts, _WHITESPACE_RUN, " ")
-  return tf.strings.strip(texts)
+  return text_cleaning.clean_text(texts)
 
 
 def split_words(texts: tf.Tensor) -> tf.RaggedTensor:
@@ -232,6 +236,13 @@ class TextTokenizer:
       `clip.tokenize(..., truncate=True)`).
   An empty string gives `[BOS, EOS, 0, ...]`.
 
+  Mask (`mask_rule`):
+    * "length" (default): 1 on the first `min(max_length, pieces + 2)`
+      positions, i.e. on every id the text produced.  Id 0 is also the BPE
+      piece "!" (e.g. in `"!` or `?!"`), so it cannot mark padding.
+    * "nonzero" (the reference, DMVR's `input_mask = ids != 0`): 0 on every
+      id 0, which masks a real "!" piece as padding.
+
   Example:
     >>> tok = TextTokenizer(max_length=8)
     >>> ids, mask = tok(tf.constant("a photo of a cat"))
@@ -244,6 +255,7 @@ class TextTokenizer:
     max_length: int,
     keep_eos: bool = False,
     vocabulary: Optional[str] = None,
+    mask_rule: str = "length",
   ):
     """Builds the tokenizer.
 
@@ -251,16 +263,22 @@ class TextTokenizer:
       max_length: L, the number of ids per text (>= 2).
       keep_eos: see the class docstring.
       vocabulary: a CLIP `bpe_simple_vocab_16e6.txt.gz`; None = shipped one.
+      mask_rule: "length" or "nonzero" (reference); see the class docstring.
     """
     if int(max_length) < 2:
       raise ValueError(f"max_length must be >= 2, got {max_length}.")
+    if mask_rule not in MASK_RULES:
+      raise ValueError(
+        f"TextTokenizer mask_rule={mask_rule!r}: use one of {MASK_RULES}."
+      )
+    self.mask_rule = mask_rule
     self.max_length = int(max_length)
     self.keep_eos = bool(keep_eos)
     self.vocabulary = vocabulary or vocabulary_path()
     self._word_pieces = _word_pieces_fn(os.path.abspath(self.vocabulary))
 
-  def _assemble(self, pieces: tf.RaggedTensor) -> tf.Tensor:
-    """Ragged [N, (pieces)] int32 -> [N, L] int32 ids with BOS/EOS/padding."""
+  def _assemble(self, pieces: tf.RaggedTensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Ragged [N, (pieces)] int32 -> ids, mask, both [N, L] int32."""
     if self.keep_eos:
       pieces = pieces[:, : self.max_length - 2]
     n = pieces.nrows()
@@ -272,7 +290,12 @@ class TextTokenizer:
       for i in (BOS_ID, EOS_ID)
     ]
     ids = tf.concat([ends[0], pieces, ends[1]], axis=1)
-    return ids.to_tensor(default_value=PAD_ID, shape=[None, self.max_length])
+    dense = ids.to_tensor(default_value=PAD_ID, shape=[None, self.max_length])
+    if self.mask_rule == "nonzero":
+      mask = tf.not_equal(dense, PAD_ID)
+    else:
+      mask = tf.sequence_mask(ids.row_lengths(), self.max_length)
+    return dense, tf.cast(mask, tf.int32)
 
   def __call__(self, texts) -> Tuple[tf.Tensor, tf.Tensor]:
     """Tokenises texts.
@@ -283,14 +306,14 @@ class TextTokenizer:
 
     Returns:
       ids: int32 [..., max_length].
-      mask: int32 [..., max_length], 1 where ids != 0.
+      mask: int32 [..., max_length], 1 on real ids (see `mask_rule`).
     """
     texts = tf.convert_to_tensor(texts, tf.string)
-    ids = self._assemble(self._word_pieces(tf.reshape(texts, [-1])))
+    ids, mask = self._assemble(self._word_pieces(tf.reshape(texts, [-1])))
     out_shape = texts.shape.concatenate([self.max_length])
-    ids = tf.reshape(ids, tf.concat([tf.shape(texts), [self.max_length]], 0))
-    ids = tf.ensure_shape(ids, out_shape)
-    mask = tf.cast(tf.not_equal(ids, PAD_ID), tf.int32)
+    shape = tf.concat([tf.shape(texts), [self.max_length]], 0)
+    ids = tf.ensure_shape(tf.reshape(ids, shape), out_shape)
+    mask = tf.ensure_shape(tf.reshape(mask, shape), out_shape)
     return ids, mask
 
 
@@ -328,6 +351,7 @@ def tokenize_class_names(
   prompts: Optional[Sequence[str]] = None,
   keep_eos: bool = False,
   vocabulary: Optional[str] = None,
+  mask_rule: str = "length",
 ) -> Tuple[np.ndarray, np.ndarray]:
   """Tokenises (prompted) class names once, on the host.
 
@@ -337,6 +361,7 @@ def tokenize_class_names(
     prompts: P templates (see `apply_prompts`) or None (P = 1).
     keep_eos: see `TextTokenizer`.
     vocabulary: CLIP .txt.gz; None = the shipped one.
+    mask_rule: see `TextTokenizer`.
 
   Returns:
     ids: int32 np.ndarray [C, P, L]; row [c, p] is prompt p filled with
@@ -346,7 +371,7 @@ def tokenize_class_names(
   texts = apply_prompts(class_names, prompts)
   num_prompts = 1 if prompts is None else len(prompts)
   tokenizer = TextTokenizer(
-    max_length, keep_eos=keep_eos, vocabulary=vocabulary
+    max_length, keep_eos=keep_eos, vocabulary=vocabulary, mask_rule=mask_rule
   )
   ids, mask = tokenizer(tf.constant(texts, tf.string, shape=[len(texts)]))
   shape = (len(class_names), num_prompts, int(max_length))

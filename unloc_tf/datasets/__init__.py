@@ -8,9 +8,11 @@ and the default stored fps):
   activitynet_captions  ActivityNet Captions JSON -> moment_retrieval, one
                         record per video; 10.
   charades_sta          Charades-STA txt (+ Charades csv) ->
-                        moment_retrieval, one record per query; 10.
+                        moment_retrieval, one record per video with all its
+                        queries (per_query: one per query); 10.
   qvhighlights          QVHighlights jsonl -> highlight_detection (or
-                        moment_retrieval), one record per query; 1.
+                        moment_retrieval), one record per query (the test
+                        release: queries without targets); 1.
   coin                  COIN.json -> action_segmentation, one record per
                         video; 2 (the paper; the reference config uses 10).
   kinetics              Kinetics csv -> classification, one record per clip;
@@ -60,6 +62,7 @@ from unloc_tf.datasets.common import (
   SEGMENT_OUTSIDE,
   SEGMENT_REVERSED,
   SEGMENT_ZERO,
+  SOURCE_SIZE_KEPT,
   UNDECODABLE_VIDEO,
   UNKNOWN_CLASS,
   RecordPlan,
@@ -105,6 +108,7 @@ __all__ = [
   "SEGMENT_OUTSIDE",
   "SEGMENT_REVERSED",
   "SEGMENT_ZERO",
+  "SOURCE_SIZE_KEPT",
   "UNDECODABLE_VIDEO",
   "UNKNOWN_CLASS",
   "RecordPlan",

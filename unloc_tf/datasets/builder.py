@@ -94,7 +94,7 @@ PLANNERS: Dict[str, Callable[["Options"], common.Plan]] = {
     "activitynet_captions": lambda o: (
         activitynet_captions.plan_activitynet_captions(o.annotations)),
     "charades_sta": lambda o: charades_sta.plan_charades_sta(
-        o.annotations, o.charades_csv),
+        o.annotations, o.charades_csv, per_query=o.per_query),
     "qvhighlights": lambda o: qvhighlights.plan_qvhighlights(
         o.annotations, o.task_or_default()),
     "coin": lambda o: coin.plan_coin(o.annotations, o.subset, o.class_list),
@@ -156,12 +156,17 @@ class Options:
       other formats: None or their own task.
     fps: stored frames per second; None = the format's default.
     short_side: short side of the stored frames in pixels (0 = source
-      size).
+      size); a video whose short side is smaller is stored at its source
+      size (reported: stored_at_source_size) unless `upscale`.
+    upscale: resize smaller videos up to `short_side` too (the behaviour
+      before; the reference resizes to 256 when it reads the frames).
     jpeg_quality: JPEG quality of the stored frames.
     num_shards: N.
     num_workers: worker processes (1 = in this process).
     class_list: fixed class list file (TAL / AS / CLS).
     charades_csv: Charades csv with the video lengths (charades_sta).
+    per_query: charades_sta: one record per query (the reference's layout,
+      with example_id) instead of one per video with all its queries.
     video_info: BSN's video_info_new.csv (ActivityNet BSN layout with a
       subset).
     duration_tolerance: seconds of annotated vs decoded duration difference
@@ -180,11 +185,13 @@ class Options:
   task: Optional[str] = None
   fps: Optional[float] = None
   short_side: int = 256
+  upscale: bool = False
   jpeg_quality: int = 90
   num_shards: int = 8
   num_workers: int = 1
   class_list: Optional[str] = None
   charades_csv: Optional[str] = None
+  per_query: bool = False
   video_info: Optional[str] = None
   duration_tolerance: float = 1.0
   overwrite: bool = False
@@ -206,6 +213,10 @@ class Options:
       raise ValueError(f"--task={self.task} is not available for"
                        f" --format={self.format}; expected one of"
                        f" {sorted(allowed)}")
+    if self.per_query and self.format != "charades_sta":
+      raise ValueError(f"per_query is for --format=charades_sta (records of"
+                       f" --format={self.format} are laid out as the"
+                       " reference's)")
     if not self.fps_or_default() > 0:
       raise ValueError(f"fps must be positive, got {self.fps}")
     if self.num_shards < 1:
@@ -242,6 +253,7 @@ def _fingerprint(opts: Options, params: Params, classes: Sequence[str],
     return d
 
   payload = {"params": vars(params), "format": opts.format,
+             "per_query": opts.per_query,
              "num_shards": opts.num_shards, "classes": list(classes),
              "items": [item_key(i) for i in shard_items]}
   # vars() of the nested dataclasses: much faster than dataclasses.asdict.
@@ -300,7 +312,7 @@ def convert(opts: Options) -> dict:
   task = opts.task_or_default()
   fps = opts.fps_or_default()
   params = Params(task, fps, opts.short_side, opts.jpeg_quality,
-                  float(opts.duration_tolerance))
+                  float(opts.duration_tolerance), opts.upscale)
   items, classes = PLANNERS[opts.format](opts)
   items.sort(key=lambda it: it.video_id)
   common.locate_videos(items, common.index_videos(opts.videos_dir))
@@ -354,7 +366,8 @@ def convert(opts: Options) -> dict:
       tmp = paths[k] + ".incomplete"
       part = {"fingerprint": keys[k], "shard": os.path.basename(paths[k]),
               "videos": len(shard_items[k]), "videos_converted": 0,
-              "records": 0, "frames": 0, "segments": 0, "issues": []}
+              "records": 0, "frames": 0, "segments": 0,
+              "without_targets": 0, "max_queries": 0, "issues": []}
       with tf.io.TFRecordWriter(tmp) as writer:
         for _ in shard_items[k]:
           res = next(results)
@@ -364,6 +377,8 @@ def convert(opts: Options) -> dict:
           part["records"] += len(res.serialized)
           part["frames"] += res.frames * len(res.serialized)
           part["segments"] += res.segments
+          part["without_targets"] += res.without_targets
+          part["max_queries"] = max(part["max_queries"], res.max_queries)
           part["issues"].extend(res.issues)
           bar.update()
       # The part first: a shard under its final name always has its part.
@@ -386,7 +401,10 @@ def _report(opts: Options, params: Params, classes: Sequence[str],
   written = {"videos": sum(p["videos_converted"] for p in parts),
              "records": sum(p["records"] for p in parts),
              "frames": sum(p["frames"] for p in parts),
-             "segments": sum(p["segments"] for p in parts)}
+             "segments": sum(p["segments"] for p in parts),
+             "without_targets": sum(p["without_targets"] for p in parts),
+             "max_queries_per_record": max(
+                 [p["max_queries"] for p in parts], default=0)}
   annotated = {"videos": len(items),
                "records": sum(i.num_records for i in items),
                "segments": sum(i.num_segments for i in items)}
@@ -399,6 +417,8 @@ def _report(opts: Options, params: Params, classes: Sequence[str],
       "videos_dir": os.path.abspath(opts.videos_dir),
       "fps": params.fps,
       "short_side": params.short_side,
+      "upscale": params.upscale,
+      "per_query": opts.per_query,
       "jpeg_quality": params.jpeg_quality,
       "duration_tolerance": params.duration_tolerance,
       "num_classes": len(classes) if classes else None,
@@ -419,9 +439,13 @@ def summary_line(report: dict) -> str:
   a, w = report["annotated"], report["written"]
   problems = ", ".join(f"{r} {c}" for r, c in report["issue_counts"].items()
                        if c) or "none"
+  unlabeled = ""
+  if w["without_targets"]:
+    unlabeled = (f"; {w['without_targets']} records without targets"
+                 " (unlabeled: evaluation writes a submission, no metrics)")
   return (f"{report['split']}: {w['records']}/{a['records']} records from"
           f" {w['videos']}/{a['videos']} videos ({w['frames']} frames,"
-          f" {w['segments']}/{a['segments']} segments) in"
+          f" {w['segments']}/{a['segments']} segments{unlabeled}) in"
           f" {len(report['shards'])} shards ({report['shards_resumed']}"
           f" resumed), {report['seconds']:.1f} s; issues: {problems};"
           f" report: {report.get('report_path', '')}")

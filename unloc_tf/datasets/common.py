@@ -22,7 +22,14 @@ reasons (`REASONS`, in report order):
   is dropped; no_segments (MR / HD record left without a segment), no_label
   (Kinetics row without a label) - the record is dropped; clip_clipped,
   clip_outside_video - Kinetics clip windows; duplicate_annotation - a
-  repeated Kinetics row (one record is written).
+  repeated Kinetics row (one record is written); stored_at_source_size -
+  the video's short side is smaller than the requested one: its frames are
+  stored at the source size, never upscaled (the record is written).
+
+Unlabeled splits (QVHighlights test, ActivityNet "testing"): records are
+written without targets.  MR / HD records hold their queries
+(`RecordPlan.queries`) in `segment/label/string` with no segment and no
+saliency; TAL / AS records have no segment.
 
 Videos (`index_videos`, `locate_videos`): `<videos_dir>/**/<name>.<ext>` for
 the extensions of `unloc_tf.data.video.VIDEO_EXTENSIONS`; the names tried
@@ -54,10 +61,11 @@ NO_LABEL = "no_label"
 CLIP_CLIPPED = "clip_clipped"
 CLIP_OUTSIDE = "clip_outside_video"
 DUPLICATE = "duplicate_annotation"
+SOURCE_SIZE_KEPT = "stored_at_source_size"
 REASONS = (MISSING_VIDEO, UNDECODABLE_VIDEO, DURATION_MISMATCH,
            SEGMENT_CLIPPED, SEGMENT_OUTSIDE, SEGMENT_ZERO, SEGMENT_REVERSED,
            UNKNOWN_CLASS, EMPTY_CAPTION, NO_SEGMENTS, NO_LABEL, CLIP_CLIPPED,
-           CLIP_OUTSIDE, DUPLICATE)
+           CLIP_OUTSIDE, DUPLICATE, SOURCE_SIZE_KEPT)
 
 
 @dataclasses.dataclass
@@ -88,6 +96,8 @@ class RecordPlan:
     example_id: per-query id (Charades-STA, QVHighlights).
     saliency: (clip ids [R], scores [R][A]) (QVHighlights).
     clip_labels, clip_label_strings: classification labels (Kinetics).
+    queries: MR / HD queries of an unlabeled record (no segment; written
+      to `segment/label/string` without segment indices).
   """
 
   media_id: str
@@ -96,6 +106,7 @@ class RecordPlan:
   saliency: Optional[Tuple[List[int], List[List[float]]]] = None
   clip_labels: Tuple[int, ...] = ()
   clip_label_strings: Tuple[str, ...] = ()
+  queries: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -176,9 +187,10 @@ class Planner:
                                     text))
 
   def finish(self, item: VideoItem, rec: RecordPlan, required: bool) -> None:
-    """Keeps `rec` unless it needs segments and has none."""
+    """Keeps `rec` unless it needs segments and has none (an unlabeled
+    record, with `queries`, needs none)."""
     item.num_records += 1
-    if required and not rec.segments:
+    if required and not rec.segments and not rec.queries:
       item.issues.append(issue(
           NO_SEGMENTS, item.video_id,
           record=rec.media_id if rec.example_id is None else None,

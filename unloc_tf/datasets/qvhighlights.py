@@ -5,9 +5,11 @@
 the submissions).  `plan_qvhighlights` makes one record per query
 (`example_id` = qid): HD (default) with the relevant windows as segments
 labelled 0, the query and the per-clip saliency (`SECS_PER_CLIP`-second
-clips, 3 annotators), or MR (windows and query only).  A query without a
-window (the release test file) is reported (no_segments).  The default 1 fps
-is the reference configs'.
+clips, 3 annotators), or MR (windows and query only).  A file without labels
+(no "relevant_windows": the release test file) gives unlabeled records: the
+query without segment or saliency, for a submission; a labeled query with
+an empty window list is reported (no_segments).  The default 1 fps is the
+reference configs'.
 """
 
 from __future__ import annotations
@@ -96,6 +98,18 @@ def read_qvhighlights(path: str, require_labels: bool = False) -> list[dict]:
   return rows
 
 
+def _check_all_or_none_labeled(path: str, rows: list[dict]) -> None:
+  """Every row has "relevant_windows", or none has (qid order: file)."""
+  labeled = [r for r in rows if "relevant_windows" in r]
+  unlabeled = [r for r in rows if "relevant_windows" not in r]
+  if labeled and unlabeled:
+    raise formats.FormatError(
+        path, f"qid {unlabeled[0]['qid']}", "relevant_windows",
+        f"missing, but qid {labeled[0]['qid']} has it: a split is either"
+        " labeled (every row has relevant_windows) or unlabeled (none has;"
+        " its records get no targets); split the file")
+
+
 def plan_qvhighlights(annotations: str, task: str = spec.HD) -> common.Plan:
   """QVHighlights jsonl -> HD (or MR) records, one per query.
 
@@ -103,10 +117,19 @@ def plan_qvhighlights(annotations: str, task: str = spec.HD) -> common.Plan:
     annotations: the jsonl file.
     task: spec.HD (segments labelled 0, with saliency) or spec.MR.
 
+  Rows without "relevant_windows" (the release test file) become unlabeled
+  records (`RecordPlan.queries` = [the query]); a file must not mix them
+  with labeled rows.
+
   Returns:
     (one item per video, in file order; no classes).
+
+  Raises:
+    formats.FormatError: labeled and unlabeled rows in one file (names the
+      first of each).
   """
   rows = read_qvhighlights(annotations)
+  _check_all_or_none_labeled(annotations, rows)
   hd = task == spec.HD
   planner = common.Planner(None)
   by_video: Dict[str, common.VideoItem] = {}
@@ -118,6 +141,12 @@ def plan_qvhighlights(annotations: str, task: str = spec.HD) -> common.Plan:
           vid, [], common.video_names(vid), float(row["duration"]))
     rec = common.RecordPlan(vid, example_id=int(row["qid"]))
     query = row["query"].strip()
+    if "relevant_windows" not in row:
+      if query:
+        rec.queries = (query,)
+      else:
+        item.issues.append(common.issue(common.EMPTY_CAPTION, vid,
+                                        example_id=rec.example_id))
     for k, (s, e) in enumerate(row.get("relevant_windows", [])):
       planner.segment(item, rec, k, float(s), float(e), text=query,
                       label_index=0 if hd else -1)

@@ -1,9 +1,11 @@
 """One video -> its serialised records (what the worker processes run).
 
 `convert_video` decodes the video of a planned `common.VideoItem` with
-`unloc_tf.data.video` (stored frame i = time i / fps, short side resized),
-encodes the frames as JPEG and serialises each planned record as a
-`tf.SequenceExample` of `unloc_tf.data.records`:
+`unloc_tf.data.video` (stored frame i = time i / fps, short side resized
+down to `short_side`; a smaller video is stored at its source size, never
+upscaled, and reported: stored_at_source_size), encodes the frames as JPEG
+and serialises each planned record as a `tf.SequenceExample` of
+`unloc_tf.data.records`:
 
   * segments are clipped to [0, decoded duration] (segment_clipped; nothing
     left: segment_outside_video) and indexed start_index = round(start *
@@ -12,6 +14,8 @@ encodes the frames as JPEG and serialises each planned record as a
     the pipeline read them; timestamps keep the (clipped) annotated times in
     microseconds;
   * an MR / HD record left without a segment is dropped (no_segments);
+    an unlabeled record (`RecordPlan.queries`) has no segment by design and
+    is written with its queries in `segment/label/string`;
   * AS: per-frame labels, later steps overwrite earlier ones, no step =
     background (no label);
   * Kinetics: a full video is cut to the clip window (clip_clipped /
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,6 +51,7 @@ class Params:
   short_side: int
   jpeg_quality: int
   duration_tolerance: float
+  upscale: bool = False
 
 
 @dataclasses.dataclass
@@ -59,6 +64,8 @@ class VideoResult:
   converted: bool = False
   frames: int = 0
   segments: int = 0
+  without_targets: int = 0
+  max_queries: int = 0
 
 
 def _frame_index(t: float, fps: float) -> int:
@@ -66,11 +73,45 @@ def _frame_index(t: float, fps: float) -> int:
   return int(math.floor(t * fps + 0.5))
 
 
-def _decode_jpegs(path: str, params: Params, max_frames: Optional[int]
-                  ) -> Tuple[List[bytes], float]:
+def source_size(path: str, fps: float) -> Tuple[int, int]:
+  """(width, height) of the video's first frame at the source size (square
+  pixels), from a one-frame decode.
+
+  Raises:
+    video_lib.VideoDecodeError: the file cannot be decoded.
+  """
+  frames = iter(video_lib.VideoReader(path, fps, 0, max_frames=1))
+  try:
+    height, width = next(frames).shape[:2]
+  finally:
+    frames.close()  # closes the container
+  return int(width), int(height)
+
+
+def stored_short_side(path: str, params: Params) -> Tuple[int, Optional[dict]]:
+  """The short side to decode `path` at and, for a video smaller than
+  `params.short_side` (not upscaled: 0 = the source size), the report
+  fields that say so.
+
+  Raises:
+    video_lib.VideoDecodeError: the file cannot be decoded.
+  """
+  if params.upscale or params.short_side <= 0:
+    return params.short_side, None
+  width, height = source_size(path, params.fps)
+  if min(width, height) >= params.short_side:
+    return params.short_side, None
+  return 0, {"source_size": [width, height],
+             "short_side": params.short_side,
+             "detail": f"short side {min(width, height)} < --short_side="
+                       f"{params.short_side}: stored at the source size,"
+                       " not upscaled"}
+
+
+def _decode_jpegs(path: str, params: Params, short_side: int,
+                  max_frames: Optional[int]) -> Tuple[List[bytes], float]:
   """Stored frames as JPEG bytes (encoded as they are decoded) + duration."""
-  reader = video_lib.VideoReader(path, params.fps, params.short_side,
-                                max_frames)
+  reader = video_lib.VideoReader(path, params.fps, short_side, max_frames)
   jpegs: List[bytes] = []
   last = None
   for frame in reader:
@@ -104,11 +145,14 @@ def convert_video(item: common.VideoItem, params: Params) -> VideoResult:
   if item.window is not None:
     max_frames = max(1, _frame_index(item.window[1], fps))
   try:
-    jpegs, duration = _decode_jpegs(item.path, params, max_frames)
+    short_side, kept = stored_short_side(item.path, params)
+    jpegs, duration = _decode_jpegs(item.path, params, short_side, max_frames)
   except video_lib.VideoDecodeError as e:
     issues.append(common.issue(common.UNDECODABLE_VIDEO, vid, error=e.reason,
                                detail=str(e)))
     return result
+  if kept is not None:
+    issues.append(common.issue(common.SOURCE_SIZE_KEPT, vid, **kept))
   if item.window is not None:
     start, end = item.window
     first = _frame_index(start, fps)
@@ -152,7 +196,8 @@ def convert_video(item: common.VideoItem, params: Params) -> VideoResult:
       ei = min(max(_frame_index(end, fps), si), n - 1)
       segments.append(records.Segment(si, ei, sp.label_index,
                                       sp.label_string, start, end))
-    if params.task in (spec.MR, spec.HD) and not segments:
+    if params.task in (spec.MR, spec.HD) and not segments and (
+        not rec.queries):
       issues.append(common.issue(common.NO_SEGMENTS, vid, **ident))
       continue
     frame_labels = None
@@ -176,7 +221,28 @@ def convert_video(item: common.VideoItem, params: Params) -> VideoResult:
         clip_label_strings=rec.clip_label_strings)
     # Deterministic: map fields (the context) sorted by key, so the bytes
     # do not depend on the process that serialised them.
-    result.serialized.append(records.to_sequence_example(
-        record, params.task).SerializeToString(deterministic=True))
+    result.serialized.append(serialize(record, params.task, rec.queries)
+                             .SerializeToString(deterministic=True))
     result.segments += len(segments)
+    result.without_targets += int(not segments and not rec.clip_labels)
+    result.max_queries = max(result.max_queries,
+                             len(segments) + len(rec.queries))
   return result
+
+
+def serialize(record: records.VideoRecord, task: str,
+               queries: Sequence[str]):
+  """The record's `tf.SequenceExample`; an unlabeled record (`queries`, no
+  segment) holds its queries in `segment/label/string`."""
+  if not queries:
+    return records.to_sequence_example(record, task)
+  if record.segments or record.saliency is not None:
+    raise ValueError(f"record {record.media_id!r}: an unlabeled record"
+                     " (queries without segments) has no segment or"
+                     " saliency")
+  # The task checks need targets: the contract checks only, then the
+  # queries (unlabeled MR / HD: captions without segments).
+  ex = records.to_sequence_example(record, None)
+  ex.context.feature[spec.SEGMENT_LABEL_STRING].bytes_list.value.extend(
+      q.encode("utf-8") for q in queries)
+  return ex

@@ -17,8 +17,11 @@ Outputs: TAL / HD `segments` [B, M, 2] float32 seconds, `scores` [B, M],
 [B, K, M], `num_detections` [B, K] (caption k in row k); AS `frame_classes`
 [B, N0] int32 (-1 = background or padding) and `logits` [B, N0, C].
 
-Next to the model: `assets.extra/export_info.json` (task, inputs and outputs
-with their shapes, class names, post-processing settings, op audit) and
+Next to the model: `assets.extra/export_info.json` (task; per signature the
+inputs and outputs with their tensor names, dtypes and declared shapes, as
+TF Serving's GetModelMetadata reports them, and `required_shape` where the
+graph checks a fixed text count; class names, post-processing settings, op
+audit) and
 `assets.extra/operative_config.gin` (the gin config the model was built with,
 when given).  Written by `keras.export.ExportArchive` with a named
 `tf.TensorSpec` per input (keras_tf_pitfalls.md §5).
@@ -90,9 +93,16 @@ def _json_safe(value):
   return value
 
 
-def _spec_info(tensor_spec, shape=None) -> Dict[str, Any]:
-  dims = shape if shape is not None else tensor_spec.shape.as_list()
-  return {"dtype": tensor_spec.dtype.name, "shape": list(dims)}
+def _tensor_info(info, required=None) -> Dict[str, Any]:
+  """A signature_def's `TensorInfo` as TF Serving's model metadata gives it:
+  the graph tensor's name, the dtype and the declared shape (None = any);
+  `required_shape` when the graph checks a stricter one (a fixed Nt)."""
+  shape = tf.TensorShape(info.tensor_shape).as_list()
+  out = {"name": info.name, "dtype": tf.dtypes.as_dtype(info.dtype).name,
+         "shape": shape}
+  if required is not None and list(required) != shape:
+    out["required_shape"] = list(required)
+  return out
 
 
 # ---------------------------------------------------------------------------
@@ -267,8 +277,11 @@ def export(
     if operative_config is not None:
       with open(os.path.join(extra, GIN_FILENAME), "w") as f:
         f.write(operative_config)
-    info = _export_info(endpoints, module, version, class_names,
-                        audit_result, has_gin=operative_config is not None)
+    signature_defs = op_audit.read_saved_model(tmp_dir).meta_graphs[
+        0].signature_def
+    info = _export_info(signature_defs, endpoints, module, version,
+                        class_names, audit_result,
+                        has_gin=operative_config is not None)
     with open(os.path.join(extra, INFO_FILENAME), "w") as f:
       json.dump(info, f, indent=1)
     os.rename(tmp_dir, final_dir)
@@ -278,18 +291,21 @@ def export(
   return final_dir + os.sep
 
 
-def _export_info(endpoints, ex: signatures_lib.ServingModule, version,
-                 class_names, audit_result, has_gin) -> Dict[str, Any]:
+def _export_info(signature_defs, endpoints,
+                 ex: signatures_lib.ServingModule, version, class_names,
+                 audit_result, has_gin) -> Dict[str, Any]:
+  """The content of export_info.json; `signatures` holds, per signature,
+  what TF Serving's GetModelMetadata returns (read back from the written
+  saved_model.pb), plus the shapes the graph requires."""
   signatures = {}
-  for name, fn in endpoints.items():
-    text = name == SERVING_TEXT
-    specs = ex.text_signature() if text else ex.numeric_signature()
-    expected = ex.expected_shapes(text)
-    outputs = fn.get_concrete_function().structured_outputs
+  for name in endpoints:
+    sig = signature_defs[name]
+    expected = ex.expected_shapes(name == SERVING_TEXT)
     signatures[name] = {
-        "inputs": {k: _spec_info(s, expected[k]) for k, s in specs.items()},
-        "outputs": {k: {"dtype": v.dtype.name, "shape": v.shape.as_list()}
-                    for k, v in outputs.items()},
+        "method_name": sig.method_name,
+        "inputs": {k: _tensor_info(v, expected[k])
+                   for k, v in sorted(sig.inputs.items())},
+        "outputs": {k: _tensor_info(v) for k, v in sorted(sig.outputs.items())},
     }
     if audit_result is not None:
       signatures[name]["non_core_ops"] = (

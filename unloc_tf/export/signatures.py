@@ -5,8 +5,11 @@ writes as signatures.  Both run the task's own `forward` (prompt averaging)
 and `decode` (the post-processing of evaluation), so a served model answers
 exactly as `tools/evaluate.py` scores it.
 
-`serve` — numeric tensors only (core TF ops).  Inputs (dynamic batch B;
-every other dim is checked in the graph, with an error naming the input):
+`serve` — numeric tensors only (core TF ops).  Inputs (the signature
+declares every dim but the batch B and the text count Nt, which is what TF
+Serving's model metadata reports; the graph checks every dim and value
+again, with an `InvalidArgumentError` naming the input and the rule, since
+a model server feeds tensors of any shape):
 
   frames            uint8   [B, N0, S, S, 3]  (input_mode "frames"; the
                                                image tower normalises) or
@@ -14,19 +17,27 @@ every other dim is checked in the graph, with an error naming the input):
   frame_mask        int32   [B, N0]           1 = real frame
   text_ids          int32   [B, Nt, L]        CLIP ids (data.text.TextTokenizer)
   text_mask         int32   [B, Nt, L]        1 = real token
-  total_frames      int32   [B]               stored frames n of each video
-  secs_per_timestep float32 [B]               seconds per stored frame
+  total_frames      int32   [B]               stored frames n of each
+                                              video, > 0
+  secs_per_timestep float32 [B]               seconds per stored frame,
+                                              finite and > 0
 
   Nt: a class list (TAL / AS) has C * P rows (P prompts per class,
   class-major as `data.text.apply_prompts`; P = 1 without prompts), the same
   in every row (the model scores row 0's list; checked); queries are the K
   captions of each video (MR; a caption whose text_mask is all 0 is padding)
   or its one query (HD).  `num_text=None` serves any Nt, one text item at a
-  time.  Video-only TAL models take no text inputs.
+  time.  Video-only TAL models take no text inputs.  Every class row and
+  every caption that is not padding must hold a text (an id besides BOS,
+  EOS and 0 where text_mask is 1), a class list at least one row and every
+  video at least one caption.
 
 `serve_text` — the same, but text as `tf.string`, tokenised in the graph
 (TF-Text ops): `class_names` [C] (the export's prompts are applied in the
 graph) or `queries` [B, K] (MR; "" is a padding caption) / [B, 1] (HD).
+A class name or a query must hold a word: an empty or whitespace-only class
+name, a whitespace-only query, an empty class list and a video without a
+query are rejected, naming `class_names` / `queries`.
 """
 
 from __future__ import annotations
@@ -80,6 +91,37 @@ def checked(name: str, x: tf.Tensor, expected: Sequence[Any],
   # before the Assert ran (1-D input), hiding the message naming the input.
   x.set_shape([e if isinstance(e, int) else None for e in expected])
   return x
+
+
+def asserted(ok: tf.Tensor, message: str, data: Sequence[tf.Tensor],
+             *tensors: tf.Tensor, name: str) -> Sequence[tf.Tensor]:
+  """`tensors`, run after an in-graph check that `ok` holds.
+
+  Args:
+    ok: scalar bool.
+    message: the error's text; it starts with "input <name>" and states the
+      rule.
+    data: tensors printed after the message (e.g. the offending values).
+    *tensors: the tensors to gate (what the model reads next).
+    name: the Assert op's name.
+
+  Returns:
+    The gated tensors (a list, in order).
+  """
+  check = tf.debugging.Assert(ok, [message, *data], summarize=16, name=name)
+  with tf.control_dependencies([check]):
+    return [tf.identity(t) for t in tensors]
+
+
+def has_text(ids: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """[..., L] CLIP ids and mask -> [...] bool: an id besides BOS, EOS, 0.
+
+  What a tokenised empty or whitespace-only string lacks (it is
+  `[BOS, EOS, 0, ...]`).
+  """
+  word = ((mask > 0) & (ids != text_lib.BOS_ID) & (ids != text_lib.EOS_ID)
+          & (ids != text_lib.PAD_ID))
+  return tf.reduce_any(word, axis=-1)
 
 
 def _pad_to_one_row(x: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
@@ -139,14 +181,23 @@ class ServingModule:
   def video_key(self) -> str:
     return spec.FRAMES if self.input_mode == "frames" else spec.FRAME_EMBEDDINGS
 
+  # Every fixed dim is declared (TF Serving's GetModelMetadata reports these
+  # shapes) except the batch and the text count Nt / C / K: the graph checks
+  # Nt when num_text is fixed.  A fully defined spec (class_names [C]) would
+  # let TF fold `tf.shape` of the input to a constant, in the graph of
+  # `tf.saved_model.load(...).signatures` too, so no in-graph check could
+  # see a wrong C (measured, TF 2.21).
   def _video_specs(self) -> Dict[str, tf.TensorSpec]:
+    n0 = self.num_frames
     if self.input_mode == "frames":
-      video = tf.TensorSpec([None] * 5, tf.uint8, name=spec.FRAMES)
+      s = self.image_size
+      video = tf.TensorSpec([None, n0, s, s, 3], tf.uint8, name=spec.FRAMES)
     else:
-      video = tf.TensorSpec([None] * 3, tf.float32, name=spec.FRAME_EMBEDDINGS)
+      video = tf.TensorSpec([None, n0, self.embedding_dim], tf.float32,
+                            name=spec.FRAME_EMBEDDINGS)
     return {
         self.video_key: video,
-        spec.FRAME_MASK: tf.TensorSpec([None, None], tf.int32,
+        spec.FRAME_MASK: tf.TensorSpec([None, n0], tf.int32,
                                        name=spec.FRAME_MASK),
         spec.NUM_FRAMES_TOTAL: tf.TensorSpec([None], tf.int32,
                                              name=spec.NUM_FRAMES_TOTAL),
@@ -155,13 +206,16 @@ class ServingModule:
     }
 
   def numeric_signature(self) -> Dict[str, tf.TensorSpec]:
+    """The inputs of `serve`: [B, N0, S, S, 3] frames etc. (module doc)."""
     specs = self._video_specs()
     if self.text_kind is not None:
       for key in (spec.TEXT_IDS, spec.TEXT_MASK):
-        specs[key] = tf.TensorSpec([None, None, None], tf.int32, name=key)
+        specs[key] = tf.TensorSpec([None, None, self.text_max_length],
+                                   tf.int32, name=key)
     return specs
 
   def text_signature(self) -> Dict[str, tf.TensorSpec]:
+    """The inputs of `serve_text`: class_names [C] or queries [B, K]."""
     specs = self._video_specs()
     if self.text_kind == base.CLASS_NAMES:
       specs[CLASS_NAMES] = tf.TensorSpec([None], tf.string, name=CLASS_NAMES)
@@ -170,23 +224,17 @@ class ServingModule:
     return specs
 
   def expected_shapes(self, text: bool) -> Dict[str, list]:
-    """Shapes a request must have (None = any), for export_info.json."""
-    video = ([None, self.num_frames, self.image_size, self.image_size, 3]
-             if self.input_mode == "frames"
-             else [None, self.num_frames, self.embedding_dim])
-    shapes = {self.video_key: video,
-              spec.FRAME_MASK: [None, self.num_frames],
-              spec.NUM_FRAMES_TOTAL: [None],
-              spec.BATCH_SECS_PER_TIMESTEP: [None]}
-    if self.text_kind is None:
-      return shapes
-    if text and self.text_kind == base.CLASS_NAMES:
+    """Shapes a request must have (None = any): the signature's, with a
+    fixed text count Nt / C / K filled in."""
+    specs = self.text_signature() if text else self.numeric_signature()
+    shapes = {k: s.shape.as_list() for k, s in specs.items()}
+    if CLASS_NAMES in shapes:
       shapes[CLASS_NAMES] = [self.num_text]
-    elif text:
+    elif QUERIES in shapes:
       shapes[QUERIES] = [None, self.num_text]
-    else:
+    elif spec.TEXT_IDS in shapes:
       for key in (spec.TEXT_IDS, spec.TEXT_MASK):
-        shapes[key] = [None, self.text_rows, self.text_max_length]
+        shapes[key][1] = self.text_rows
     return shapes
 
   # -- input checks ----------------------------------------------------------
@@ -209,6 +257,8 @@ class ServingModule:
         f"[B, N0={n0}] {of_video}")
     for key in (spec.NUM_FRAMES_TOTAL, spec.BATCH_SECS_PER_TIMESTEP):
       out[key] = checked(key, inputs[key], [batch], f"[B] {of_video}")
+    out.update(self._check_times(out[spec.NUM_FRAMES_TOTAL],
+                                 out[spec.BATCH_SECS_PER_TIMESTEP]))
     if self.text_kind is None:
       return out
     rows, length = self.text_rows, self.text_max_length
@@ -230,8 +280,55 @@ class ServingModule:
           name="check_class_list")
       with tf.control_dependencies([check]):
         ids = tf.identity(ids)
-    out[spec.TEXT_IDS], out[spec.TEXT_MASK] = ids, mask
+    out[spec.TEXT_IDS], out[spec.TEXT_MASK] = self._check_texts(ids, mask)
     return out
+
+  @staticmethod
+  def _check_times(total_frames: tf.Tensor, secs: tf.Tensor
+                   ) -> Dict[str, tf.Tensor]:
+    """total_frames [B] > 0; secs_per_timestep [B] finite and > 0."""
+    total_frames, = asserted(
+        tf.reduce_all(total_frames > 0),
+        f"input {spec.NUM_FRAMES_TOTAL} must be > 0 (the number of stored"
+        " frames of each video); got", [total_frames], total_frames,
+        name=f"check_{spec.NUM_FRAMES_TOTAL}_values")
+    secs, = asserted(
+        tf.reduce_all(tf.math.is_finite(secs) & (secs > 0)),
+        f"input {spec.BATCH_SECS_PER_TIMESTEP} must be finite and > 0"
+        " (seconds per stored frame); got", [secs], secs,
+        name=f"check_{spec.BATCH_SECS_PER_TIMESTEP}_values")
+    return {spec.NUM_FRAMES_TOTAL: total_frames,
+            spec.BATCH_SECS_PER_TIMESTEP: secs}
+
+  def _check_texts(self, ids: tf.Tensor, mask: tf.Tensor):
+    """The rules on text rows [B, Nt, L] (module docstring); (ids, mask)."""
+    words = has_text(ids, mask)  # [B, Nt]
+    if self.text_kind == base.CLASS_NAMES:
+      ids, mask = asserted(
+          tf.shape(ids)[1] > 0,
+          f"input {spec.TEXT_IDS} must hold at least one class row; got"
+          " shape", [tf.shape(ids)], ids, mask, name="check_class_rows")
+      return asserted(
+          tf.reduce_all(words),
+          f"input {spec.TEXT_IDS} must hold a class name in every row (an id"
+          " besides BOS, EOS and 0 where text_mask is 1); empty"
+          " [video, row]:", [tf.where(~words)], ids, mask,
+          name="check_class_texts")
+    padding = tf.reduce_all(mask == 0, axis=-1)  # [B, Nt]
+    empty = ~padding & ~words
+    ids, mask = asserted(
+        ~tf.reduce_any(empty),
+        f"input {spec.TEXT_IDS} must hold a text in every caption whose"
+        " text_mask is not all 0 (an id besides BOS, EOS and 0); empty"
+        " [video, caption]:", [tf.where(empty)], ids, mask,
+        name="check_caption_texts")
+    no_caption = tf.reduce_all(padding, axis=-1)  # [B]
+    return asserted(
+        ~tf.reduce_any(no_caption),
+        f"input {spec.TEXT_MASK} must mark at least one caption of every"
+        " video (a caption whose text_mask is all 0 is padding); videos"
+        " without one:", [tf.where(no_caption)[:, 0]], ids, mask,
+        name="check_captions")
 
   # -- model ---------------------------------------------------------------
   def _forward(self, x: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -315,11 +412,7 @@ class ServingModule:
     batch = tf.shape(inputs[self.video_key])[0]
     length = self.text_max_length
     if self.text_kind == base.CLASS_NAMES:
-      names = inputs[CLASS_NAMES]
-      if self.num_text is not None:
-        names = checked(CLASS_NAMES, names, [int(self.num_text)],
-                        f"[C={self.num_text}]")
-      texts = names
+      names, ids, mask = self._check_class_names(inputs[CLASS_NAMES])
       if self.prompts:
         # apply_prompts in the graph: class-major, prompt p = prefix + name
         # + suffix.
@@ -327,22 +420,68 @@ class ServingModule:
         texts = tf.reshape(tf.stack(
             [tf.strings.join([pre, names, post]) for pre, post in parts],
             axis=1), [-1])
-      ids, mask = self.tokenizer(texts)  # [C * P, L]
+        ids, mask = self.tokenizer(texts)  # [C * P, L]
       x[spec.TEXT_IDS] = tf.tile(ids[None], [batch, 1, 1])
       x[spec.TEXT_MASK] = tf.tile(mask[None], [batch, 1, 1])
     else:
       queries = inputs[QUERIES]
-      if self.num_text is not None:
-        queries = checked(QUERIES, queries, [batch, int(self.num_text)],
-                          f"[B, {self.num_text}] (B = the batch of"
-                          f" {self.video_key})")
+      k = self.num_text
+      queries = checked(QUERIES, queries,
+                        [batch, None if k is None else int(k)],
+                        f"[B, {'K' if k is None else k}] (B = the batch of"
+                        f" {self.video_key})")
       ids, mask = self.tokenizer(tf.reshape(queries, [-1]))
+      ids, mask = self._check_queries(queries, ids, mask)
       real = tf.cast(tf.not_equal(tf.reshape(queries, [-1]), ""),
                      tf.int32)[:, None]
       shape = tf.concat([tf.shape(queries), [length]], 0)
       x[spec.TEXT_IDS] = tf.reshape(ids * real, shape)
       x[spec.TEXT_MASK] = tf.reshape(mask * real, shape)
     return self.serve(x)
+
+  def _check_class_names(self, names: tf.Tensor):
+    """class_names [C]: rank, C, at least one, none empty.
+
+    Returns:
+      (names [C], ids [C, L], mask [C, L]), run after the checks.
+    """
+    c = self.num_text
+    names = checked(CLASS_NAMES, names, [None if c is None else int(c)],
+                    "[C]" if c is None else f"[C={c}]")
+    names, = asserted(
+        tf.size(names) > 0,
+        f"input {CLASS_NAMES} must hold at least one class name; got shape",
+        [tf.shape(names)], names, name="check_class_names_count")
+    ids, mask = self.tokenizer(names)
+    empty = ~has_text(ids, mask)  # [C]
+    return asserted(
+        ~tf.reduce_any(empty),
+        f"input {CLASS_NAMES} must not hold an empty or whitespace-only class"
+        " name; at index", [tf.where(empty)[:, 0]], names, ids, mask,
+        name="check_class_names_text")
+
+  def _check_queries(self, queries: tf.Tensor, ids: tf.Tensor,
+                     mask: tf.Tensor):
+    """queries [B, K] ("" = padding) and their ids / mask [B * K, L]:
+    no whitespace-only query, at least one query per video.
+
+    Returns:
+      (ids, mask), run after the checks.
+    """
+    shape = tf.shape(queries)
+    real = tf.not_equal(queries, "")  # [B, K]
+    blank = real & ~tf.reshape(has_text(ids, mask), shape)
+    ids, mask = asserted(
+        ~tf.reduce_any(blank),
+        f"input {QUERIES} must not hold a whitespace-only query (an empty"
+        " string is a padding caption); at [video, query]:",
+        [tf.where(blank)], ids, mask, name="check_queries_text")
+    none = ~tf.reduce_any(real, axis=1)  # [B]
+    return asserted(
+        ~tf.reduce_any(none),
+        f"input {QUERIES} must hold at least one non-empty query per video;"
+        " videos without one:", [tf.where(none)[:, 0]], ids, mask,
+        name="check_queries_count")
 
   # -- building ------------------------------------------------------------
   def dummy_batch(self, batch: int = 1) -> Dict[str, np.ndarray]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,7 +31,7 @@ import tensorflow as tf
 from absl import logging
 
 from unloc_tf import spec
-from unloc_tf.data import pipeline
+from unloc_tf.data import pipeline, records
 from unloc_tf.data import text as text_lib
 from unloc_tf.features.embedders import FrameEmbedder, TextEmbedder, frame_slots
 from unloc_tf.features.towers import Towers
@@ -54,18 +53,9 @@ def _embedders(towers: Towers, batch_size: int, text: bool):
 
 
 def count_records(path: str) -> int:
-  """Records in a TFRecord file, from the length headers only (seeks)."""
-  count = 0
-  with tf.io.gfile.GFile(path, "rb") as f:
-    while True:
-      header = f.read(12)
-      if not header:
-        return count
-      if len(header) < 12:
-        raise ValueError(f"{path}: truncated TFRecord after record {count}")
-      (length,) = struct.unpack("<Q", header[:8])
-      f.seek(length + 4, 1)
-      count += 1
+  """Records in a TFRecord file, from the length headers only (seeks);
+  `records.DamagedShardError` names a truncated one."""
+  return records.count_records(path)
 
 
 def _bytes_list(ex, key) -> List[bytes]:
@@ -258,14 +248,21 @@ def extract(input_patterns: Sequence[str], output_dir: str, towers: Towers,
       if bar is not None:
         bar.set_postfix_str(f"shard {k + 1}/{len(todo)}")
       with tf.io.TFRecordWriter(tmp) as writer:
-        for i, raw in enumerate(tf.data.TFRecordDataset(path)):
-          record, exact = process_record(
-              raw.numpy(), f"{path}: record {i}", frames, slot_mode,
-              towers.num_frames, text, keep_frames)
-          inexact += not exact
-          writer.write(record)
-          if bar is not None:
-            bar.update(1)
+        i = 0
+        try:
+          for i, raw in enumerate(tf.data.TFRecordDataset(path)):
+            record, exact = process_record(
+                raw.numpy(), f"{path}: record {i}", frames, slot_mode,
+                towers.num_frames, text, keep_frames)
+            inexact += not exact
+            writer.write(record)
+            if bar is not None:
+              bar.update(1)
+            i += 1
+        except tf.errors.DataLossError as e:
+          # TensorFlow's message names no file; `i` records were read.
+          raise records.DamagedShardError(
+              path, i, records.data_loss_detail(e)) from e
       tf.io.gfile.rename(tmp, out, overwrite=True)
       written.append(out)
   finally:

@@ -8,6 +8,7 @@ path as given, the `gin/` folder of a source checkout, then the copy that
 
 from __future__ import annotations
 
+import difflib
 import os
 from typing import List
 
@@ -41,8 +42,15 @@ def find(name: str) -> str:
       path = os.path.join(root, cand)
       if os.path.isfile(path):
         return path
+  stem = name[:-len(".gin")] if name.endswith(".gin") else name
+  close = difflib.get_close_matches(
+      stem, [n[:-len(".gin")] for n in list_configs()], n=3, cutoff=0.6)
+  hint = (f"; did you mean {' or '.join(close)}?" if close else
+          "; bundled configs: experiments/<name>, e.g."
+          " experiments/synthetic_tal")
   raise FileNotFoundError(
-      f"gin file {name!r} not found as a path nor under {search_paths()}")
+      f"gin file {name!r} not found as a path nor under"
+      f" {', '.join(search_paths())}{hint}")
 
 
 def list_configs(subdir: str = "") -> List[str]:

@@ -22,27 +22,37 @@ import dataclasses
 import functools
 import logging as std_logging
 import os
+import re
 from typing import Any, Dict, Optional, Sequence
 
+import tensorflow as tf
 from absl import logging
 
 import gin
 from unloc_tf.data import pipeline
-from unloc_tf.launch import config_files
+from unloc_tf.launch import bindings, config_files
 from unloc_tf.tasks import base
 from unloc_tf.train import evaluation, health, trainer
 
 _FLAG_OWNED = ("workdir", "strategy")
+_RECORD_WRITERS = ("tools/make_synthetic.py (the synthetic benchmark) or"
+                   " tools/build_records.py (a public dataset)")
+_REQUIRED_HINTS = {
+    "DATA_DIR": " with the directory of records (tools/make_synthetic.py or"
+                " tools/build_records.py write them)",
+}
 OPERATIVE_CONFIG = "operative_config.gin"
 
 
 class _GinIncludeProbes(std_logging.Filter):
-  """Drops gin's "Path not found" ERROR records: gin probes an include
-  (e.g. 'runs/train.gin') through its resource reader before the search
-  paths, which then find it; a missing file still fails the parse."""
+  """Drops the records of gin's resource reader ("system_path_file_exists"
+  INFO, "Path not found" ERROR): gin probes an include (e.g.
+  'runs/train.gin') as a package resource before the search paths, which
+  then find it; a missing file still fails the parse."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return not record.getMessage().startswith("Path not found")
+    return not record.pathname.endswith(
+        os.path.join("gin", "resource_reader.py"))
 
 
 def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
@@ -106,10 +116,23 @@ class Experiment:
                class_names: Optional[Sequence[str]] = None):
     self.gin_files = list(gin_files)
     self.gin_bindings = list(gin_bindings)
+    user_macros = bindings.macros_set(self.gin_bindings)
     if class_names:
       self.gin_bindings += class_name_bindings(class_names)
     gin.clear_config()
-    parse_gin(self.gin_files, self.gin_bindings)
+    parse_gin(self.gin_files, self.gin_bindings, finalize=False)
+    bindings.check_macros_used(user_macros)
+    try:
+      gin.finalize()
+    except ValueError as e:
+      name = bindings.required_macro(e)
+      if name is None:
+        raise
+      what = _REQUIRED_HINTS.get(name, "")
+      raise ValueError(
+          f"{', '.join(self.gin_files)} needs {name}: add"
+          f" --gin_bindings=\"{name} = ...\"{what} (the experiment's"
+          " header lists what it requires)") from None
     for name in _FLAG_OWNED:
       if _bound(f"trainer.train.{name}"):
         raise ValueError(f"trainer.train.{name} is set by a flag"
@@ -169,14 +192,40 @@ class Experiment:
 
   def load_model(self, workdir: str, checkpoint: str = "latest"):
     """(built model with a checkpoint of `workdir` restored, its step)."""
+    require_checkpoint(workdir, checkpoint)
     model = self.build_model()
     step = evaluation.restore_model(model, workdir, checkpoint)
     return model, step
 
   # -- the jobs ----------------------------------------------------------------
+  def check_records_exist(self, split: str) -> None:
+    """Raises FileNotFoundError saying what to do when the `split` ("train"
+    or "eval") pipeline's records are missing: a DATA_DIR that does not
+    exist and one without matching shards get different messages."""
+    pattern = _resolve(f"{split}/pipeline.make_dataset.file_pattern")
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern or ())
+    for p in patterns:
+      if tf.io.gfile.glob(p):
+        continue
+      directory = _existing_prefix(p)
+      if not tf.io.gfile.isdir(directory):
+        raise FileNotFoundError(
+            f"the {split} records' directory {directory} does not exist:"
+            f" write records there with {_RECORD_WRITERS}, or point DATA_DIR"
+            " at them")
+      present = sorted(tf.io.gfile.listdir(directory))
+      listing = ", ".join(present[:5]) + (" ..." if len(present) > 5 else "")
+      raise FileNotFoundError(
+          f"no {split} records match {p} ({directory} holds"
+          f" {len(present)} entries{': ' + listing if present else ''}):"
+          f" write them with {_RECORD_WRITERS}, or check DATA_DIR and the"
+          " split's name")
+
   def check_training_records(self) -> None:
-    """Raises, naming the shard and field, when the training records
-    disagree with the config (classes, fps, frame counts, labels)."""
+    """Raises, naming the shard and field, when the training records are
+    missing or disagree with the config (classes, fps, frame counts,
+    labels)."""
+    self.check_records_exist("train")
     with gin.config_scope("train"):
       bound = gin.get_bindings(pipeline.make_dataset)
     if "file_pattern" in bound and "config" in bound:
@@ -194,7 +243,10 @@ class Experiment:
 
   def evaluate(self, workdir: str, checkpoint: str = "latest"
                ) -> Dict[str, Any]:
-    """Official metrics of a checkpoint (`evaluation.evaluate`)."""
+    """Official metrics of a checkpoint (`evaluation.evaluate`); a missing
+    checkpoint or missing records fail before the model is built."""
+    require_checkpoint(workdir, checkpoint)
+    self.check_records_exist("eval")
     return evaluation.evaluate(
         workdir=workdir, model_fn=self.build_model,
         eval_data_fn=self.eval_dataset, evaluator=self.evaluator,
@@ -235,6 +287,37 @@ class Experiment:
     with open(path, "w") as f:
       f.write(gin.operative_config_str())
     return path
+
+
+def _existing_prefix(pattern: str) -> str:
+  """The directory part of a glob pattern before its first wildcard."""
+  head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+  return os.path.dirname(head) or "."
+
+
+def require_checkpoint(workdir: str, checkpoint: str = "latest") -> None:
+  """Raises FileNotFoundError (what to do) when `workdir` holds no
+  `checkpoint` ("latest", "best" or a path prefix) — before any model is
+  built."""
+  if checkpoint not in ("latest", "best"):
+    if not tf.io.gfile.glob(checkpoint + ".index"):
+      raise FileNotFoundError(f"checkpoint {checkpoint} not found (no"
+                              f" {checkpoint}.index)")
+    return
+  if not tf.io.gfile.isdir(workdir):
+    raise FileNotFoundError(
+        f"workdir {workdir} does not exist: train first (tools/train.py"
+        f" --workdir={workdir} ...) or pass the workdir of a trained run")
+  if checkpoint == "latest":
+    found = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  else:
+    found = tf.io.gfile.exists(os.path.join(workdir, "best", "best.json"))
+  if not found:
+    raise FileNotFoundError(
+        f"no {checkpoint} checkpoint in {workdir} yet: train first"
+        f" (tools/train.py --workdir={workdir} ...)"
+        + (", with evaluation during training (EVAL_EVERY) for a best"
+           " checkpoint" if checkpoint == "best" else ""))
 
 
 def load_experiment(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),

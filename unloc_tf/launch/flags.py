@@ -9,11 +9,12 @@ Flags say where and how (`--workdir`, `--strategy`, `--tpu`); gin says what
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from absl import flags
 
-from unloc_tf.launch import experiment as experiment_lib
+if TYPE_CHECKING:  # imported when loading: flags stay light
+  from unloc_tf.launch import experiment as experiment_lib
 
 WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, summaries"
                               " and results go.")
@@ -34,6 +35,8 @@ def load_experiment(use_workdir_config: bool = False,
   """The experiment of `--gin_file` + `--gin_bindings` (with
   `use_workdir_config`, `<workdir>/operative_config.gin` when no
   `--gin_file` is given)."""
+  from unloc_tf.launch import experiment as experiment_lib  # noqa: PLC0415
+
   files = GIN_FILES.value
   if use_workdir_config:
     files = experiment_lib.workdir_gin_files(files, WORKDIR.value)

@@ -210,11 +210,28 @@ class Predictor:
                batch_size or experiment.eval_batch_size)
 
   # -- prediction ------------------------------------------------------------
+  def check_queries(self, queries: Sequence[str]) -> List[str]:
+    """The queries as a list; raises ValueError unless MR / HD have some
+    (none empty) and TAL / AS none."""
+    task = self.task
+    queries = list(queries or ())
+    if task in (spec.MR, spec.HD):
+      if not queries:
+        raise ValueError(f"{task} needs at least one --query")
+      if any(not q.strip() for q in queries):
+        raise ValueError("--query must not be empty")
+    elif queries:
+      raise ValueError(f"{task} takes --class_names, not --query")
+    return queries
+
   def predict(self, paths: Sequence[str], *, queries: Sequence[str] = (),
               fps: Optional[float] = None, short_side: Optional[int] = None,
               jpeg_quality: int = 90, coarse_secs: float = 2.0,
-              report: Callable[[str], None] = print) -> List[dict]:
-    """Scored segments of every video.
+              report: Callable[[str], None] = print,
+              names: Optional[Sequence[str]] = None) -> List[dict]:
+    """Scored segments of every video, batched together (all or nothing:
+    a video that does not decode raises `data.video.VideoDecodeError`;
+    `predict.predict_videos` runs videos one by one and skips bad ones).
 
     Args:
       paths: video files.
@@ -225,6 +242,7 @@ class Predictor:
       jpeg_quality: JPEG quality of the stored frames.
       coarse_secs: warn when a model token covers more seconds than this.
       report: where the per-video resolution lines go.
+      names: output names of the videos (default: `output_names(paths)`).
 
     Returns:
       One dict per video: {"name", "video", "task", "model", "fps",
@@ -233,14 +251,11 @@ class Predictor:
       "detections": [{"label" or "query", "segment": [s, e], "score"}]}.
     """
     task, config = self.task, self.config
-    queries = list(queries or ())
-    if task in (spec.MR, spec.HD):
-      if not queries:
-        raise ValueError(f"{task} needs at least one --query")
-      if any(not q.strip() for q in queries):
-        raise ValueError("--query must not be empty")
-    elif queries:
-      raise ValueError(f"{task} takes --class_names, not --query")
+    queries = self.check_queries(queries)
+    names = list(names) if names is not None else videos_lib.output_names(
+        paths)
+    if len(names) != len(paths):
+      raise ValueError(f"{len(paths)} videos but {len(names)} names")
     config_fps = 1.0 / config.secs_per_timestep
     fps = float(fps or config_fps)
     if abs(fps - config_fps) > 1e-6 * config_fps:
@@ -249,7 +264,7 @@ class Predictor:
     short_side = int(short_side or config.min_resize)
     num_tokens = config.num_frames
     plan, recs = [], []
-    for path, name in zip(paths, videos_lib.output_names(paths)):
+    for path, name in zip(paths, names):
       video = videos_lib.decode(path, name, fps, short_side, jpeg_quality)
       res = videos_lib.temporal_resolution(task, video.num_frames,
                                            num_tokens, fps)
@@ -362,36 +377,3 @@ class _SavedModelRunner:
     out = self.fn(**x)
     return ({k: v.numpy() for k, v in b.items()},
             {k: v.numpy() for k, v in out.items()})
-
-
-def write_outputs(output_dir: str, result: dict, top_k: int = 10,
-                  plot: bool = True) -> Tuple[str, Optional[str]]:
-  """Writes `<name>.json` and (with matplotlib) the `<name>.png` timeline of
-  the `top_k` best detections."""
-  from unloc_tf import visualize  # noqa: PLC0415
-
-  os.makedirs(output_dir, exist_ok=True)
-  result = dict(result)
-  name = result.pop("name")
-  json_path = os.path.join(output_dir, name + ".json")
-  tmp = json_path + ".incomplete"
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(tmp, json_path)
-  png_path = None
-  if plot:
-    preds = [dict(segment=d["segment"], score=d["score"],
-                  label=d.get("label") or _short(d.get("query", "")))
-             for d in result["detections"]]
-    try:
-      png_path = visualize.plot_timeline(
-          os.path.join(output_dir, name + ".png"), result["duration"], [],
-          preds, f"{os.path.basename(result['video'])}: {result['task']}",
-          top_k=top_k)
-    except ImportError as e:  # matplotlib, the [viz] extra
-      logging.warning("no timeline PNG: %s", e)
-  return json_path, png_path
-
-
-def _short(text: str, n: int = 40) -> str:
-  return text if len(text) <= n else text[:n - 3] + "..."

@@ -14,6 +14,14 @@ Batch text: K captions per video, `text_ids` [B, K, L] (or cached
 With `all_pairs` (the reference configs' `all_gather_loss`), training fuses
 every video with every caption of the GLOBAL batch (gathered across
 replicas); the other videos' captions are negatives at every frame.
+
+Which frame mask weighs a (video i, caption of video j) pair in that
+classification loss: video i's (default: the frames the logits are about)
+or, with `frame_mask_from_caption_video=True`, video j's — the reference's
+indexing (`moment_retrieval_base_model.py`, reference_spec.md §4.1).  The
+two differ only when frames are padded (`frame_mask` not all ones, e.g.
+videos shorter than N0 on cached embeddings); the forward pass, the box
+loss and the gradients' pipeline are the same either way.
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ class MomentRetriever(base.UnlocTask):
       video with its own captions only.
     box_loss_type, focal_alpha, focal_gamma, classification_loss_alpha: as
       in `ActionLocalizer`.
+    frame_mask_from_caption_video: with `all_pairs`, weigh the pair (video
+      i, caption of video j) with video j's frame mask, as the reference
+      does, instead of video i's (module docstring).
   """
 
   task = spec.MR
@@ -51,7 +62,8 @@ class MomentRetriever(base.UnlocTask):
   def __init__(self, backbone, head, all_pairs: bool = True,
                box_loss_type: str = "iou", focal_alpha: float = 0.25,
                focal_gamma: float = 2.0,
-               classification_loss_alpha: float = 10.0, **kwargs):
+               classification_loss_alpha: float = 10.0,
+               frame_mask_from_caption_video: bool = False, **kwargs):
     super().__init__(backbone, head, **kwargs)
     losses_lib.parse_box_loss_type(box_loss_type)
     self.all_pairs = all_pairs
@@ -59,6 +71,7 @@ class MomentRetriever(base.UnlocTask):
     self.focal_alpha = focal_alpha
     self.focal_gamma = focal_gamma
     self.classification_loss_alpha = classification_loss_alpha
+    self.frame_mask_from_caption_video = bool(frame_mask_from_caption_video)
 
   @property
   def text_kind(self):
@@ -126,11 +139,26 @@ class MomentRetriever(base.UnlocTask):
     return out
 
   def loss_terms(self, batch, outputs):
+    """`losses.moment_retrieval_loss` of a batch and the model's outputs.
+
+    With `pair_logits` [B, Bc, K, T] (training with all_pairs) the caption
+    side — validity [Bc, K], batch mask [Bc] and, for
+    `frame_mask_from_caption_video`, the frame masks [Bc, T] — is gathered
+    over the replicas like the captions.
+    """
     frame_weights = tf.cast(outputs["token_mask"], tf.float32)
+    batch_mask = batch.get("batch_mask")
+    caption_batch_mask = caption_frame_weights = None
     if "pair_logits" in outputs:
       logits = outputs["pair_logits"]
       caption_valid, _ = distribute.gather_rows(
           tf.identity(tf.cast(batch[spec.TEXT_VALID], tf.float32)))
+      if batch_mask is not None:
+        caption_batch_mask, _ = distribute.gather_rows(
+            tf.identity(tf.cast(batch_mask, tf.float32)))
+      if self.frame_mask_from_caption_video:
+        caption_frame_weights, _ = distribute.gather_rows(
+            tf.identity(frame_weights))
       offset = outputs["caption_offset"]
       all_pairs = True
     else:
@@ -141,8 +169,13 @@ class MomentRetriever(base.UnlocTask):
     return losses_lib.moment_retrieval_loss(
         logits, outputs["displacements"], batch[spec.LABELS],
         batch[spec.DISPLACEMENTS], frame_weights, caption_valid,
-        batch_mask=batch.get("batch_mask"), caption_offset=offset,
-        all_pairs=all_pairs, alpha=self.focal_alpha, gamma=self.focal_gamma,
+        batch_mask=batch_mask, caption_offset=offset,
+        caption_batch_mask=caption_batch_mask,
+        caption_frame_weights=caption_frame_weights,
+        all_pairs=all_pairs,
+        frame_mask_from_caption_video=(
+            all_pairs and self.frame_mask_from_caption_video),
+        alpha=self.focal_alpha, gamma=self.focal_gamma,
         box_loss_type=self.box_loss_type,
         classification_loss_alpha=self.classification_loss_alpha)
 
@@ -170,7 +203,9 @@ class MomentRetriever(base.UnlocTask):
   def task_config(self) -> Dict[str, Any]:
     return dict(all_pairs=self.all_pairs, box_loss_type=self.box_loss_type,
                 focal_alpha=self.focal_alpha, focal_gamma=self.focal_gamma,
-                classification_loss_alpha=self.classification_loss_alpha)
+                classification_loss_alpha=self.classification_loss_alpha,
+                frame_mask_from_caption_video=(
+                    self.frame_mask_from_caption_video))
 
 
 class RetrievalResults(base.TaskResults):
@@ -242,6 +277,7 @@ def build_moment_retriever(
     regression_bias: float = 2.0,
     all_pairs: bool = True,
     box_loss_type: str = "iou",
+    frame_mask_from_caption_video: bool = False,
 ) -> MomentRetriever:
   """A MomentRetriever (defaults: the reference's ANet Captions B config).
 
@@ -251,7 +287,9 @@ def build_moment_retriever(
       the default 4 levels.
     num_conv_layers, weight_sharing, classification_bias, regression_bias:
       the `LocalizationHead`.
-    all_pairs, box_loss_type: see `MomentRetriever`.
+    all_pairs, box_loss_type, frame_mask_from_caption_video: see
+      `MomentRetriever` (the last: False = each pair weighed by its video's
+      frame mask; True = by the caption's video's, the reference's rule).
   """
   pyr = pyramid_spec or spec.PyramidSpec(128)
   bb = unloc_backbone.build_backbone(backbone, num_frames=pyr.num_frames,
@@ -261,5 +299,6 @@ def build_moment_retriever(
       num_conv_layers=num_conv_layers, weight_sharing=weight_sharing,
       classification_bias=classification_bias,
       regression_bias=regression_bias, name="moment_retrieval_head")
-  return MomentRetriever(bb, head, all_pairs=all_pairs,
-                         box_loss_type=box_loss_type)
+  return MomentRetriever(
+      bb, head, all_pairs=all_pairs, box_loss_type=box_loss_type,
+      frame_mask_from_caption_video=frame_mask_from_caption_video)

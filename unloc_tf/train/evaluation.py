@@ -18,13 +18,15 @@ the host (numpy):
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
 from unloc_tf import spec
-from unloc_tf.metrics import localization
+from unloc_tf.data import pipeline
+from unloc_tf.metrics import formats, localization
 from unloc_tf.tasks import base
 from unloc_tf.train import checkpoints
 
@@ -80,6 +82,7 @@ class Evaluator:
         decode=self.decode_settings)
     self.jit_compile = jit_compile
     self.last_results: Optional[base.TaskResults] = None
+    self.last_submission: Optional[Submission] = None
     self._forward = {}
 
   @property
@@ -100,16 +103,27 @@ class Evaluator:
       raise ValueError(f"the evaluator is for {self.task} but the model is"
                        f" a {model.task} model")
     results = model.new_results(self.metric_settings)
-    for batch in dataset:
-      detections = model.decode(self.forward(model, batch), batch,
-                                self.decode_settings)
-      results.add({k: v.numpy() for k, v in batch.items()},
-                  {k: v.numpy() for k, v in detections.items()})
+    self.last_submission = Submission(model.task)
+    # A damaged shard: the error names it (pipeline.make_dataset datasets).
+    with pipeline.naming_damaged_shards(pipeline.source_files(dataset)):
+      for batch in dataset:
+        detections = model.decode(self.forward(model, batch), batch,
+                                  self.decode_settings)
+        host = ({k: v.numpy() for k, v in batch.items()},
+                {k: v.numpy() for k, v in detections.items()})
+        results.add(*host)
+        self.last_submission.add(*host)
     return results
 
   def __call__(self, model, dataset, step: int = 0) -> Dict[str, float]:
     del step
     self.last_results = self.results(model, dataset)
+    if not self.last_submission.labeled:
+      logging.info(
+          "no ground truth in the %d evaluated examples (an unlabeled split,"
+          " e.g. QVHighlights test): metrics skipped; evaluate() writes the"
+          " predictions and the submission file", self.last_submission.count)
+      return {}
     return self.last_results.metrics()
 
   @property
@@ -154,7 +168,11 @@ def evaluate(*, workdir: str, model_fn, eval_data_fn, evaluator: Evaluator,
 
   Writes `<workdir>/eval/metrics_<step>.json` and the predictions in the
   benchmark's official format (`predictions_<step>.json`: ActivityNet
-  results for TAL/HD; `.jsonl` retrieval candidates for MR).
+  results for TAL/HD; `.jsonl` retrieval candidates for MR), and
+  `submission_<step>.jsonl`, the QVHighlights submission (HD; MR of an
+  unlabeled split with per-query records).  On an unlabeled split (no
+  ground truth in any example) no metric is computed: the metrics file
+  holds `"unlabeled": true` and the paths written.
   """
   model = model_fn()
   dataset = eval_data_fn()
@@ -164,9 +182,87 @@ def evaluate(*, workdir: str, model_fn, eval_data_fn, evaluator: Evaluator,
   metrics = evaluator(model, dataset, step)
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
+  written = {
+      "predictions": evaluator.last_results.write_predictions(
+          os.path.join(out_dir, f"predictions_{step}")),
+      "submission": evaluator.last_submission.write(
+          os.path.join(out_dir, f"submission_{step}.jsonl"))}
+  written = {k: v for k, v in written.items() if v}
+  info = {"step": step, "checkpoint": checkpoint, **metrics}
+  if not evaluator.last_submission.labeled:
+    info.update(unlabeled=True, **written)
+    logging.info("unlabeled split: no metrics; wrote %s", written)
   with open(os.path.join(out_dir, f"metrics_{step}.json"), "w") as f:
-    json.dump({"step": step, "checkpoint": checkpoint, **metrics}, f,
-              indent=2)
-  evaluator.last_results.write_predictions(
-      os.path.join(out_dir, f"predictions_{step}"))
-  return {"step": step, "metrics": metrics}
+    json.dump(info, f, indent=2)
+  return {"step": step, "metrics": metrics, **written}
+
+
+class Submission:
+  """What an evaluation needs besides the task's results: whether the split
+  is labeled, and the QVHighlights submission rows.
+
+  A split is unlabeled when none of its examples has a ground-truth segment
+  (`gt_valid` all 0: records without targets, e.g. QVHighlights test or
+  ActivityNet "testing"); classification batches always count as labeled.
+  Rows (`formats.write_qvhighlights_submission`): one per HD example, or per
+  MR caption, of the records with an example id (QVHighlights); qid =
+  `example_id`, vid = `media_id`, windows [s, e, score] in seconds, HD
+  saliency = one score per 2 s clip of the video (`saliency_mask`).
+  Records without an example id get no row (an unlabeled MR split of
+  another benchmark: the predictions file only).
+  """
+
+  def __init__(self, task: str):
+    self.task = task
+    self.count = 0
+    self.labeled = task == spec.CLS
+    self.rows: List[dict] = []
+    self._seen = set()
+
+  def add(self, batch: Dict[str, Any], detections: Dict[str, Any]) -> None:
+    """One host batch and its decoded detections (numpy)."""
+    for i in base.real_rows(batch):
+      self.count += 1
+      if spec.GT_VALID in batch and batch[spec.GT_VALID][i].any():
+        self.labeled = True
+      key = base.video_key(batch, i)
+      if self.task not in (spec.HD, spec.MR) or key in self._seen:
+        continue
+      self._seen.add(key)
+      qid = int(batch[spec.EXAMPLE_ID_KEY][i])
+      if qid < 0:  # no example id: not a QVHighlights record
+        continue
+      vid = batch[spec.VIDEO_ID][i].decode("utf-8")
+      if self.task == spec.HD:
+        n = int(detections["num_detections"][i])
+        clips = int(batch[spec.SALIENCY_MASK][i].sum())
+        self.rows.append(dict(
+            qid=qid, vid=vid,
+            query=batch[spec.TEXT_STRINGS][i, 0].decode("utf-8"),
+            pred_relevant_windows=_windows(detections["segments"][i],
+                                           detections["scores"][i], n),
+            pred_saliency_scores=[
+                float(v) for v in detections["saliency"][i][:clips]]))
+        continue
+      for k in range(batch[spec.TEXT_VALID].shape[1]):
+        if batch[spec.TEXT_VALID][i, k]:
+          n = int(detections["num_detections"][i, k])
+          self.rows.append(dict(
+              qid=qid, vid=vid,
+              query=batch[spec.TEXT_STRINGS][i, k].decode("utf-8"),
+              pred_relevant_windows=_windows(detections["segments"][i, k],
+                                             detections["scores"][i, k], n)))
+
+  def write(self, path: str) -> Optional[str]:
+    """Writes the QVHighlights submission jsonl (HD always; MR of an
+    unlabeled split); returns the path, or None when nothing is written."""
+    if not self.rows or (self.task == spec.MR and self.labeled):
+      return None
+    formats.write_qvhighlights_submission(path, self.rows)
+    return path
+
+
+def _windows(segments, scores, n: int) -> List[List[float]]:
+  """The first n detections as [start, end, score] (seconds)."""
+  return [[float(segments[j][0]), float(segments[j][1]), float(scores[j])]
+          for j in range(n)]

@@ -2,8 +2,9 @@
 
     the worker's tf.data pipeline and iterator
     with strategy.scope(): model (built), optimizer (built)
-    restore the latest checkpoint (model, optimizer slots and step, data
-      iterator) or, on a fresh start, `init_checkpoint` (restore_partial)
+    restore the latest checkpoint (model, optimizer slots and step; the
+      data restarts at that step) or, on a fresh start, `init_checkpoint`
+      (restore_partial)
     loop until optimizer.iterations == total_steps:
       strategy.run(replica step) on the next global batch
       health checks, Progbar, TensorBoard scalars
@@ -13,8 +14,8 @@
 
 Why a custom loop and not `model.fit`: `fit` fails under
 MultiWorkerMirroredStrategy in Keras 3.15, and `BackupAndRestore` restarts
-the interrupted epoch; `CheckpointManager` with the iterator in the
-checkpoint resumes exactly (keras_tf_pitfalls.md §1, §3).
+the interrupted epoch; `CheckpointManager` plus a data position resumes
+exactly (keras_tf_pitfalls.md §1, §3).
 
 The replica step: the forward pass and `model.compute_loss` (the task models
 return the per-replica loss already divided by `num_replicas_in_sync`) and
@@ -36,17 +37,28 @@ ignored.  The chosen mode is logged.
 
 Input: one plain tf.data pipeline per worker (`train_data_fn` with the
 worker's `InputContext`), whose batches `strategy.run` hands to the worker's
-replicas.  The iterators of `strategy.distribute_datasets_from_function`
-are not trackable in TF 2.21, a plain iterator is, so the data position is
-in the checkpoint (`data_state="iterator"`, exact).  The iterator's state
-holds the pipeline's buffers — the shuffle buffer of serialized records and
-the prefetched batches — which for frame records of real videos (tens of MB
-each) makes every checkpoint gigabytes; `data_state="reseed"` keeps no input
-state: a resumed run rebuilds the pipeline with a seed derived from the
-restored step, so it neither repeats the first batches nor stores them.
+replicas.  What the checkpoints keep of the input (`data_state`):
+  * "position" (default): nothing but the step.  The training order of
+    `pipeline.make_dataset` (order "epochs") and its augmentation are pure
+    functions of (seed, element index), so a resumed run rebuilds the
+    pipeline with `skip_batches = step * batches per step` and reads
+    exactly the batches an uninterrupted run reads next; checkpoints stay
+    the size of the model and optimizer.
+  * "iterator": the tf.data iterator (exact for any dataset; the iterators
+    of `strategy.distribute_datasets_from_function` are not trackable in TF
+    2.21, a plain one is).  Its state holds the pipeline's buffers -- the
+    shuffle buffer of serialized records and the prefetched batches --
+    which for frame records makes every checkpoint hundreds of MB (tiny
+    64-px synthetic records) to gigabytes (real videos).
+  * "reseed": nothing; a resumed run rebuilds the pipeline with a seed
+    derived from the step (for data functions that cannot skip: small,
+    not exact).
+A `DataLossError` while reading (a truncated or corrupted shard) is
+re-raised naming the shard and the record (`pipeline.naming_damaged_shards`).
 
-Multi-worker: every worker runs the same loop, saves checkpoints (the data
-iterator's state is per worker, since workers read different shards) to its
+Multi-worker: every worker runs the same loop, saves checkpoints (with
+data_state="iterator" the iterator's state is per worker, since workers
+read different shards) to its
 own directory -- the chief to <workdir>/checkpoints, worker i to
 <workdir>/worker_checkpoints/worker_<i> -- and on restart every worker
 restores the newest step that all workers have (a kill can land between
@@ -68,11 +80,15 @@ from absl import logging
 from tensorflow.core.framework import summary_pb2
 
 from unloc_tf import spec
+from unloc_tf.data import pipeline
 from unloc_tf.train import checkpoints as ckpt_lib
 from unloc_tf.train import health as health_lib
 from unloc_tf.train import strategy as strategy_lib
 
 _COLLECTIVE_OPS = ("Collective", "NcclAllReduce", "AllReduce", "AllGather")
+# The progress bar's running mean of the loss (since the run or its resume
+# started), named apart from the log's per-step "step loss".
+PROGBAR_LOSS = "mean loss"
 
 
 def _numeric(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -177,7 +193,20 @@ class _Writers:
       self.eval.flush()
 
 
-DATA_STATES = ("iterator", "reseed")
+DATA_STATES = ("position", "iterator", "reseed")
+
+
+_DATA_STATE_INFO = {
+    "position": "no input state (exact resume from the step)",
+    "iterator": "the input iterator with its buffers (exact resume)",
+    "reseed": "no input state (resume reseeds the input, not exact)",
+}
+
+
+def _train_dataset(train_data_fn, context, **kwargs):
+  """(the training dataset without string features, its shards or None)."""
+  raw = train_data_fn(input_context=context, **kwargs)
+  return raw.map(_numeric), pipeline.source_files(raw)
 
 
 def resume_seed(seed: int, step: int) -> int:
@@ -209,7 +238,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     health_window: int = 20,
-    data_state: str = "iterator",
+    data_state: str = "position",
 ) -> Dict[str, Any]:
   """Trains (or resumes training) a task model until `total_steps`.
 
@@ -251,12 +280,14 @@ def train(
     seed: `keras.utils.set_random_seed` before the model is built.
     progress: show a Keras Progbar (chief only).
     health_window: batches that must contain a positive label (0: off).
-    data_state: what checkpoints keep of the input pipeline: "iterator"
-      (its position and buffers: a resumed run reads exactly the batches an
-      uninterrupted one would) or "reseed" (nothing: a resumed run calls
-      `train_data_fn(input_context=..., seed=resume_seed(seed, step))`, so
-      it does not repeat the first batches; checkpoints hold only the model
-      and the optimizer).  The mode of a run must not change between
+    data_state: what checkpoints keep of the input pipeline (module
+      docstring): "position" (nothing: a resumed run calls
+      `train_data_fn(input_context=..., skip_batches=step * local
+      replicas)`, which must start at that batch; exact with
+      `pipeline.make_dataset`), "iterator" (the iterator with its buffers:
+      exact for any dataset, large) or "reseed" (nothing: a resumed run
+      calls `train_data_fn(input_context=..., seed=resume_seed(seed,
+      step))`; not exact).  The mode of a run must not change between
       restarts.
 
   Returns:
@@ -283,20 +314,20 @@ def train(
   keras.utils.set_random_seed(seed)
 
   # One plain tf.data pipeline per worker, fed to its replicas by
-  # `strategy.run`: unlike the iterators of `distribute_datasets_from_
-  # function` (not trackable in TF 2.21), its iterator goes into the
-  # checkpoint, which makes the resume exact.
+  # `strategy.run`: it restarts at any batch (data_state="position") and,
+  # unlike the iterators of `distribute_datasets_from_function` (not
+  # trackable in TF 2.21), its iterator can go into the checkpoint.
   context = strategy_lib.input_context(strategy)
   local_replicas = strategy_lib.local_replicas(strategy)
-  dataset = train_data_fn(input_context=context).map(_numeric)
+  dataset, train_files = _train_dataset(train_data_fn, context)
   with strategy.scope():
     model = model_fn()
     if not model.built:
       model(_zeros_like_spec(dataset.element_spec), training=False)
     optimizer = optimizer_fn()
     optimizer.build(model.trainable_variables)
-  # With data_state="reseed" the iterator starts (and fills its buffers)
-  # only once the restored step, hence its seed, is known.
+  # Otherwise the iterator starts (and fills its buffers) only once the
+  # restored step, hence its position or seed, is known.
   iterator = iter(dataset) if data_state == "iterator" else None
 
   logging.info("model and optimizer built (%.1f s)",
@@ -311,10 +342,27 @@ def train(
     logging.info("restored %s/ckpt-%d", checkpointer.directory, restore_step)
     if data_state == "reseed":
       data_seed = resume_seed(seed, restore_step)
-      dataset = train_data_fn(input_context=context,
-                              seed=data_seed).map(_numeric)
+      dataset, train_files = _train_dataset(train_data_fn, context,
+                                            seed=data_seed)
       logging.info("input pipeline rebuilt with seed %d (data_state=reseed)",
                    data_seed)
+    elif data_state == "position":
+      skip = restore_step * local_replicas
+      t0 = time.perf_counter()
+      try:
+        dataset, train_files = _train_dataset(train_data_fn, context,
+                                              skip_batches=skip)
+      except TypeError as e:
+        if "skip_batches" not in str(e):
+          raise
+        raise TypeError(
+            "data_state='position' resumes by calling train_data_fn(...,"
+            " skip_batches=N), which this train_data_fn does not accept"
+            f" ({e}); use pipeline.make_dataset, or data_state='iterator'"
+            " (exact, large checkpoints) or 'reseed'") from e
+      logging.info("input pipeline restarted at its batch %d"
+                   " (data_state=position, %.1f s)", skip,
+                   time.perf_counter() - t0)
   elif init_checkpoint:
     report = ckpt_lib.restore_partial(model, init_checkpoint,
                                       skip_regex=init_skip_regex)
@@ -442,9 +490,12 @@ def train(
                      metrics[best_metric], at_step)
 
   logged_mode = False
+  logging.info("data_state=%s: checkpoints hold %s", data_state,
+               _DATA_STATE_INFO[data_state])
   try:
     while step < total_steps:
-      loss_t, logs_t, positives_t, lr_t = train_step(iterator)
+      with pipeline.naming_damaged_shards(train_files):
+        loss_t, logs_t, positives_t, lr_t = train_step(iterator)
       if not logged_mode:
         logging.info("first train step done (%.1f s since start): %s (%s)",
                      time.perf_counter() - t_start,
@@ -460,12 +511,15 @@ def train(
                          positives if positives >= 0 else None, lr)
       step += 1
       if progbar is not None:
-        progbar.update(step, [("loss", loss_value), ("lr", lr)]
+        # Progbar averages what it is given since the run (or resume)
+        # started; the log and TensorBoard get each step's own loss.
+        progbar.update(step, [(PROGBAR_LOSS, loss_value), ("lr", lr)]
                        + sorted(logs.items()), finalize=False)
       if step % log_every == 0 or step == total_steps:
         writers.scalars("train", step, {"loss": loss_value,
                                         "learning_rate": lr, **logs})
-        logging.info("step %d loss %r lr %r", step, loss_value, lr)
+        logging.info("step %d: step loss %r, lr %r", step, loss_value,
+                     lr)
       if eval_every and step % eval_every == 0 and step < total_steps:
         evaluate(step)
         last_eval = step
