@@ -71,3 +71,17 @@ def test_examples_have_the_described_shapes(tmp_path, task):
   got = {k: (tuple(v.shape.as_list()), v.dtype.name) for k, v in ex.items()}
   assert got == expected
   np.testing.assert_array_equal(ex[spec.GT_LABEL], [0, 2, -1, -1])
+
+
+@pytest.mark.parametrize("rule,expected", [
+    ("length", [1, 1, 1, 1, 1, 0, 0, 0]),
+    ("nonzero", [1, 1, 0, 1, 1, 0, 0, 0])])
+def test_text_mask_rule_reaches_the_class_names(rule, expected):
+  """`InputConfig.text_mask_rule` (gin-bindable): 'thanks!".' tokenises to
+  BOS, thanks, "!" (id 0), '".', EOS; the reference's rule masks the "!"
+  out."""
+  config = _config(spec.TAL, class_names=('thanks!".', "run", "swim"),
+                   text_mask_rule=rule)
+  ids, mask = examples._host_class_text(config)  # noqa: SLF001
+  assert list(ids.numpy()[0, 0, 1:4]) == [1085, 0, 2811]
+  np.testing.assert_array_equal(mask.numpy()[0, 0], expected)

@@ -55,7 +55,7 @@ def _host_class_text(config: input_config.InputConfig):
     names = [names[i] for i in config.class_subset]
   ids, mask = text_lib.tokenize_class_names(
       names, config.max_text_length, prompts=config.prompts,
-      keep_eos=config.keep_eos)
+      keep_eos=config.keep_eos, mask_rule=config.text_mask_rule)
   return tf.constant(ids, tf.int32), tf.constant(mask, tf.int32)
 
 
@@ -102,7 +102,8 @@ class Processor:
     self.tokenizer = None
     if config.text_mode == "tokens" and config.task in (spec.MR, spec.HD):
       self.tokenizer = text_lib.TextTokenizer(
-          config.max_text_length, keep_eos=config.keep_eos)
+          config.max_text_length, keep_eos=config.keep_eos,
+          mask_rule=config.text_mask_rule)
     self.label_table = None
     if config.class_subset is not None:
       keys = tf.constant(list(config.class_subset), tf.int64)

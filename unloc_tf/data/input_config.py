@@ -61,6 +61,9 @@ class InputConfig:
     max_text_length: Lt, tokens per text item including BOS/EOS.
     keep_eos: truncate word pieces so EOS always survives (the reference
       cuts after adding EOS, losing it on long captions).
+    text_mask_rule: "length" (1 on the tokenised sequence) or "nonzero"
+      (the reference's `ids != 0`, which also masks CLIP's "!" piece, id 0);
+      see `text.TextTokenizer`.
     text_embedding_dim: D of cached text embeddings.
     num_captions_train, num_captions_eval: K captions per video (MR).
     max_num_segments: S, segments kept per record (first S in file order).
@@ -98,6 +101,7 @@ class InputConfig:
   text_mode: str = "tokens"
   max_text_length: int = 16
   keep_eos: bool = False
+  text_mask_rule: str = "length"
   text_embedding_dim: Optional[int] = None
   num_captions_train: int = 1
   num_captions_eval: int = 1

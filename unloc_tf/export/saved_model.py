@@ -122,6 +122,7 @@ def export(
     num_text: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
     keep_eos: bool = False,
+    text_mask_rule: str = "length",
     prompts: Optional[Sequence[str]] = None,
     settings: base.DecodeSettings = base.DecodeSettings(),
     operative_config: Optional[str] = None,
@@ -151,6 +152,7 @@ def export(
     class_names: the C class names (TAL / AS), recorded in export_info.json
       (the classes output indexes them).
     keep_eos: tokenisation of the text signature (`TextTokenizer`).
+    text_mask_rule: its mask rule (`TextTokenizer`): the training's.
     prompts: P prompt templates with "{}" (class names): every class is
       scored with each prompt and the raw outputs are averaged; `text_ids`
       then hold C * P rows, class-major.
@@ -251,8 +253,8 @@ def export(
       SERVING_DEFAULT, module.serve,
       input_signature=[module.numeric_signature()])}
   if text_signature:
-    module.tokenizer = text_lib.TextTokenizer(text_max_length,
-                                              keep_eos=keep_eos)
+    module.tokenizer = text_lib.TextTokenizer(
+        text_max_length, keep_eos=keep_eos, mask_rule=text_mask_rule)
     hub_tokenizer = text_lib.clip_tokenizer(module.tokenizer.vocabulary)
     if not hub_tokenizer.built:  # ExportArchive tracks built layers only.
       hub_tokenizer(tf.constant(["a"]))
@@ -327,6 +329,8 @@ def _export_info(signature_defs, endpoints,
       "class_names": class_names,
       "prompts": ex.prompts,
       "keep_eos": ex.keep_eos,
+      "text_mask_rule": (ex.tokenizer.mask_rule if ex.tokenizer is not None
+                         else None),
       "pyramid_level_lengths": [int(n) for n in lengths],
       "postprocess": _json_safe(dataclasses.asdict(settings)),
       "signatures": signatures,

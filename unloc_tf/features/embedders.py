@@ -161,8 +161,9 @@ class TextEmbedder:
                        " (TEXT_INPUT='tokens')")
     self.encoder = towers.text_encoder
     self.pooling = towers.text_pooling
-    self.tokenizer = text_lib.TextTokenizer(towers.text_max_length,
-                                            keep_eos=towers.keep_eos)
+    self.tokenizer = text_lib.TextTokenizer(
+        towers.text_max_length, keep_eos=towers.keep_eos,
+        mask_rule=towers.text_mask_rule)
     self.dim = self.encoder.hidden_dim
     self._fn = tf.function(self._embed, input_signature=[
         tf.TensorSpec([_TEXT_BATCH], tf.string)])

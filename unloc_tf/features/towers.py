@@ -34,6 +34,7 @@ class Towers:
     task: the config's task, or None (`--model_size` mode).
     text_max_length: L of the tokenised texts.
     keep_eos: tokenizer truncation rule (`TextTokenizer`).
+    text_mask_rule: tokenizer mask rule (`TextTokenizer`).
     class_names: the config's class names, or None.
     prompts: the config's prompt templates, or None.
     source: where the weights came from (for the manifest).
@@ -48,6 +49,7 @@ class Towers:
   task: Optional[str] = None
   text_max_length: int = 16
   keep_eos: bool = False
+  text_mask_rule: str = "length"
   class_names: Optional[Tuple[str, ...]] = None
   prompts: Optional[Tuple[str, ...]] = None
   source: str = "random initialisation"
@@ -71,7 +73,8 @@ class Towers:
         text_pooling=bb.text_pooling, crop_size=config.crop_size,
         min_resize=config.min_resize, num_frames=config.num_frames,
         task=config.task, text_max_length=config.max_text_length,
-        keep_eos=config.keep_eos, class_names=config.class_names,
+        keep_eos=config.keep_eos, text_mask_rule=config.text_mask_rule,
+        class_names=config.class_names,
         prompts=config.prompts, source=source)
 
 

@@ -270,6 +270,7 @@ class Experiment:
         image_size=config.crop_size, embedding_dim=config.embedding_dim,
         text_max_length=config.max_text_length,
         class_names=config.class_names, keep_eos=config.keep_eos,
+        text_mask_rule=config.text_mask_rule,
         prompts=prompts if model.text_kind == base.CLASS_NAMES else None,
         settings=self.evaluator.decode_settings,
         operative_config=self.operative_config(),
