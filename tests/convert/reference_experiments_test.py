@@ -77,9 +77,19 @@ def _clear_gin():
   gin.clear_config()
 
 
-@pytest.mark.parametrize("frame_width", [None, FRAME_WIDTH],
-                         ids=["as_configured", f"embeddings{FRAME_WIDTH}"])
-@pytest.mark.parametrize("name", REFERENCE_EXPERIMENTS)
+# Each config as configured, and one per task family (TAL, MR with the
+# reference FPN, HD, AS with class-name embeddings) on 768-wide cached frame
+# embeddings: the width `to_reference` must take from the checkpoint.
+WIDE = ("activitynet_tal_base_16", "charades_sta_base_16",
+        "qvhighlights_base_16", "coin_large_14")
+CASES = ([(n, None) for n in REFERENCE_EXPERIMENTS]
+         + [(n, FRAME_WIDTH) for n in WIDE])
+
+
+@pytest.mark.parametrize(
+    "name,frame_width", CASES,
+    ids=[f"{n}-{'embeddings%d' % w if w else 'as_configured'}"
+         for n, w in CASES])
 def test_reference_round_trip_is_exact(name, frame_width, tmp_path):
   experiment = launch.load_experiment([f"experiments/{name}"],
                                       _bindings(name, frame_width))
