@@ -5,9 +5,6 @@ rule, bound in gin/tasks/moment_retrieval.gin) — by hand, on the model's
 own outputs, across two replicas, and through gin."""
 
 import math
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,11 +14,10 @@ import tensorflow as tf
 import gin
 from tests import fixtures
 from tests.tasks import tasks_test as t
+from tests.tasks import two_replicas
 from unloc_tf import launch, spec
 from unloc_tf.tasks import moment_retriever
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
 
@@ -151,58 +147,24 @@ def test_gin_binds_the_option(value):
     gin.clear_config()
 
 
-SCRIPT = r"""
-import sys
-sys.path.insert(0, %(root)r)
-import numpy as np
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+SETUP = """
 from tests.tasks import moment_retriever_test as m
 
 x = m._padded_batch()
 tf.keras.utils.set_random_seed(1)
 model = m._model(frame_mask_from_caption_video=True)
 model(x, training=True)
-
-def loss_and_grads(b):
-  with tf.GradientTape() as tape:
-    loss = model.compute_loss(x=b, y_pred=model(b, training=True))
-  return loss, tape.gradient(loss, model.trainable_variables)
-
-single_loss, single_grads = loss_and_grads(x)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-ds = tf.data.Dataset.from_tensors(x).unbatch().batch(2)
-dist = next(iter(strategy.experimental_distribute_dataset(ds)))
-
-@tf.function
-def run(b):
-  loss, grads = strategy.run(loss_and_grads, args=(b,))
-  red = lambda v: strategy.reduce("SUM", v, axis=None)
-  return red(loss), [red(g) for g in grads]
-
-loss, grads = run(dist)
+"""
+AFTER = """
 model.frame_mask_from_caption_video = False
-other = model.compute_loss(x=x, y_pred=model(x, training=True))
-print("LOSS", float(single_loss), float(loss), float(other))
-diff = max(float(tf.reduce_max(tf.abs(tf.convert_to_tensor(a)
-                                      - tf.convert_to_tensor(b))))
-           for a, b in zip(single_grads, grads))
-print("GRAD", diff)
+extra.append(float(model.compute_loss(x=x, y_pred=model(x, training=True))))
 """
 
 
 def test_reference_rule_across_two_replicas_matches_one_device():
   """The caption videos' frame masks are gathered with the captions."""
-  out = subprocess.run(
-      [sys.executable, "-c", SCRIPT % {"root": ROOT}], capture_output=True,
-      text=True, timeout=600, cwd=ROOT,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  lines = [l for l in out.stdout.splitlines() if l.startswith(("LOSS",
-                                                               "GRAD"))]
-  assert len(lines) == 2, out.stdout[-2000:] + out.stderr[-3000:]
-  _, single, replicated, default = lines[0].split()
+  (single, replicated, default), grad_diff = two_replicas.compare(SETUP,
+                                                                  AFTER)
   assert float(single) == pytest.approx(float(replicated), rel=1e-5)
   assert float(single) != pytest.approx(float(default), rel=1e-4)
-  assert float(lines[1].split()[1]) < 1e-4
+  assert grad_diff < 1e-4

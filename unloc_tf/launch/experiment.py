@@ -192,7 +192,7 @@ class Experiment:
 
   def load_model(self, workdir: str, checkpoint: str = "latest"):
     """(built model with a checkpoint of `workdir` restored, its step)."""
-    require_checkpoint(workdir, checkpoint)
+    evaluation.checkpoint_path(workdir, checkpoint)  # fails before building
     model = self.build_model()
     step = evaluation.restore_model(model, workdir, checkpoint)
     return model, step
@@ -245,7 +245,7 @@ class Experiment:
                ) -> Dict[str, Any]:
     """Official metrics of a checkpoint (`evaluation.evaluate`); a missing
     checkpoint or missing records fail before the model is built."""
-    require_checkpoint(workdir, checkpoint)
+    evaluation.checkpoint_path(workdir, checkpoint)  # fails before building
     self.check_records_exist("eval")
     return evaluation.evaluate(
         workdir=workdir, model_fn=self.build_model,
@@ -294,31 +294,6 @@ def _existing_prefix(pattern: str) -> str:
   """The directory part of a glob pattern before its first wildcard."""
   head = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
   return os.path.dirname(head) or "."
-
-
-def require_checkpoint(workdir: str, checkpoint: str = "latest") -> None:
-  """Raises FileNotFoundError (what to do) when `workdir` holds no
-  `checkpoint` ("latest", "best" or a path prefix) — before any model is
-  built."""
-  if checkpoint not in ("latest", "best"):
-    if not tf.io.gfile.glob(checkpoint + ".index"):
-      raise FileNotFoundError(f"checkpoint {checkpoint} not found (no"
-                              f" {checkpoint}.index)")
-    return
-  if not tf.io.gfile.isdir(workdir):
-    raise FileNotFoundError(
-        f"workdir {workdir} does not exist: train first (tools/train.py"
-        f" --workdir={workdir} ...) or pass the workdir of a trained run")
-  if checkpoint == "latest":
-    found = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-  else:
-    found = tf.io.gfile.exists(os.path.join(workdir, "best", "best.json"))
-  if not found:
-    raise FileNotFoundError(
-        f"no {checkpoint} checkpoint in {workdir} yet: train first"
-        f" (tools/train.py --workdir={workdir} ...)"
-        + (", with evaluation during training (EVAL_EVERY) for a best"
-           " checkpoint" if checkpoint == "best" else ""))
 
 
 def load_experiment(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),

@@ -132,14 +132,51 @@ class Evaluator:
     return self.last_results.predictions() if self.last_results else None
 
 
+def checkpoint_path(workdir: str, checkpoint: str = "latest") -> str:
+  """The checkpoint prefix `restore_model` restores, found without a model
+  (so a job can fail before building one).
+
+  Args:
+    workdir: the training workdir.
+    checkpoint: "latest" (workdir/checkpoints), "best" (workdir/best, from
+      its best.json) or a checkpoint path prefix.
+
+  Raises:
+    FileNotFoundError: saying what to do, when there is no such checkpoint.
+  """
+  if checkpoint not in ("latest", "best"):
+    if not tf.io.gfile.glob(checkpoint + ".index"):
+      raise FileNotFoundError(f"checkpoint {checkpoint} not found (no"
+                              f" {checkpoint}.index)")
+    return checkpoint
+  if not tf.io.gfile.isdir(workdir):
+    raise FileNotFoundError(
+        f"workdir {workdir} does not exist: train first (tools/train.py"
+        f" --workdir={workdir} ...) or pass the workdir of a trained run")
+  path = None
+  if checkpoint == "latest":
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  else:
+    best = os.path.join(workdir, "best", "best.json")
+    if tf.io.gfile.exists(best):
+      with tf.io.gfile.GFile(best) as f:
+        path = os.path.join(workdir, "best", json.load(f)["checkpoint"])
+  if not path:
+    raise FileNotFoundError(
+        f"no {checkpoint} checkpoint in {workdir} yet: train first"
+        f" (tools/train.py --workdir={workdir} ...)"
+        + (", with evaluation during training (EVAL_EVERY) for a best"
+           " checkpoint" if checkpoint == "best" else ""))
+  return path
+
+
 def restore_model(model, workdir: str, checkpoint: str = "latest") -> int:
   """Restores model weights from a training workdir.
 
   Args:
     model: a built model.
     workdir: the training workdir.
-    checkpoint: "latest" (workdir/checkpoints), "best" (workdir/best) or a
-      checkpoint path prefix.
+    checkpoint: see `checkpoint_path`.
 
   Returns:
     The step of the restored checkpoint.
@@ -147,17 +184,8 @@ def restore_model(model, workdir: str, checkpoint: str = "latest") -> int:
   Raises:
     FileNotFoundError: when there is no such checkpoint.
   """
+  path = checkpoint_path(workdir, checkpoint)
   ck = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), model)
-  if checkpoint == "latest":
-    path = ck.latest_checkpoint
-  elif checkpoint == "best":
-    info = ck.best()
-    path = (os.path.join(ck.best_directory, info["checkpoint"]) if info
-            else None)
-  else:
-    path = checkpoint
-  if not path:
-    raise FileNotFoundError(f"no {checkpoint} checkpoint under {workdir}")
   ck.checkpoint.restore(path).expect_partial()
   return int(ck.step.numpy())
 
