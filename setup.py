@@ -55,7 +55,7 @@ setuptools.setup(
         "data": ["av==18.1.0", "tqdm>=4.60", "matplotlib>=3.7"],
         "viz": ["matplotlib>=3.7"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6",
-                "matplotlib>=3.7"],
+                "matplotlib>=3.7", "tensorflow-serving-api>=2.20,<2.22"],
     },
     entry_points={
         "console_scripts": [
@@ -65,6 +65,7 @@ setuptools.setup(
             "unloc-evaluate=unloc_tf_tools.evaluate:run",
             "unloc-export=unloc_tf_tools.export_saved_model:run",
             "unloc-visualize=unloc_tf_tools.visualize:run",
+            "unloc-serving-metadata=unloc_tf_tools.serving_metadata:run",
             "unloc-make-zero-shot-splits=unloc_tf_tools.make_zero_shot_splits:run",
             "unloc-evaluate-zero-shot=unloc_tf_tools.evaluate_zero_shot:run",
             "unloc-build-records=unloc_tf_tools.build_records:run",

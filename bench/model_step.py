@@ -21,9 +21,17 @@ and without XLA (`jit_compile=True`):
 
 Also the FLOPs of one train step and of each forward (TF's graph
 profiler), the achieved GFLOP/s, and a large float32 matmul's GFLOP/s
-measured in the same run.  Peak RSS at the end.
+measured in the same run (and one in the compute dtype under a mixed
+precision).  Peak RSS at the end.
 
-Run: python bench/model_step.py [--steps 8]
+`--precision` (unloc_tf.train.precision): "float32" (default),
+"mixed_bfloat16" or "mixed_float16": the model is built under that Keras
+dtype policy, as the trainer builds it (float32 variables and logits); with
+"mixed_float16" both steps scale the loss and wrap their optimiser in the
+`LossScaleOptimizer`, as the trainer does.
+
+Run: python bench/model_step.py [--steps 8] [--precision mixed_bfloat16]
+     [--configs reference]
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from bench import common  # noqa: E402
 from unloc_tf import spec  # noqa: E402
 from unloc_tf.models import unloc_backbone  # noqa: E402
 from unloc_tf.tasks import moment_retriever  # noqa: E402
-from unloc_tf.train import optimizers  # noqa: E402
+from unloc_tf.train import optimizers, precision  # noqa: E402
 
 N0, BATCH, LT = 128, 2, 32
 # gin/experiments/activitynet_captions_base_16.gin + gin/runs/train.gin.
@@ -97,9 +105,9 @@ def time_fn(fn, steps):
   return float(np.median(times))
 
 
-def matmul_gflops(n=2048, steps=10):
-  a = tf.random.normal((n, n))
-  b = tf.random.normal((n, n))
+def matmul_gflops(n=2048, steps=10, dtype=tf.float32):
+  a = tf.cast(tf.random.normal((n, n)), dtype)
+  b = tf.cast(tf.random.normal((n, n)), dtype)
   f = tf.function(lambda: tf.matmul(a, b))
   sec = time_fn(f, steps)
   return 2 * n**3 / sec / 1e9
@@ -115,10 +123,11 @@ def reference_optimizer():
       lr_multipliers=optimizers.REFERENCE_LR_MULTIPLIERS)
 
 
-def own_captions_fns(model, batch):
+def own_captions_fns(model, batch, precision_name="float32"):
   """(forward, train step builder): evaluation forward, Keras SGD, no
   clipping."""
-  opt = keras.optimizers.SGD(0.01, momentum=0.9)
+  opt = precision.wrap_optimizer(keras.optimizers.SGD(0.01, momentum=0.9),
+                                 precision_name)
   opt.build(model.trainable_variables)
 
   def forward():
@@ -127,8 +136,9 @@ def own_captions_fns(model, batch):
   def train_step():
     with tf.GradientTape() as tape:
       loss = model.compute_loss(x=batch, y_pred=model(batch, training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    opt.apply_gradients(zip(grads, model.trainable_variables))
+      scaled = precision.scale_loss(opt, loss)
+    grads = tape.gradient(scaled, model.trainable_variables)
+    opt.apply(grads, model.trainable_variables)
     return loss
 
   def make_step(xla):
@@ -137,11 +147,11 @@ def own_captions_fns(model, batch):
   return forward, train_step, make_step
 
 
-def reference_fns(model, batch):
+def reference_fns(model, batch, precision_name="float32"):
   """(forward, train step builder) like the reference's train step: all
   pairs, trainer step structure, the experiment's optimiser."""
   strategy = tf.distribute.get_strategy()
-  opt = reference_optimizer()
+  opt = precision.wrap_optimizer(reference_optimizer(), precision_name)
   opt.build(model.trainable_variables)
 
   def forward():
@@ -150,7 +160,8 @@ def reference_fns(model, batch):
   def forward_backward(b):
     with tf.GradientTape() as tape:
       loss = model.compute_loss(x=b, y_pred=model(b, training=True))
-    return loss, tape.gradient(loss, model.trainable_variables)
+      scaled = precision.scale_loss(opt, loss)
+    return loss, tape.gradient(scaled, model.trainable_variables)
 
   def make_step(xla):
     fb = tf.function(forward_backward, jit_compile=xla)
@@ -178,22 +189,32 @@ def reference_fns(model, batch):
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--steps", type=int, default=8)
+  parser.add_argument("--precision", default=precision.FLOAT32,
+                      choices=precision.PRECISIONS)
+  parser.add_argument("--configs", default="own_captions,reference",
+                      help="comma-separated: own_captions, reference")
   args = parser.parse_args()
   pyr = spec.PyramidSpec(N0)
-  model = moment_retriever.build_moment_retriever(
-      unloc_backbone.BackboneConfig(
-          "base_16", input_mode="embeddings", text_input="tokens",
-          text_max_length=LT),
-      pyramid_spec=pyr, num_conv_layers=3, weight_sharing=False)
-  batch = make_batch(pyr)
-  model(batch, training=True)
+  with precision.policy_scope(args.precision):
+    model = moment_retriever.build_moment_retriever(
+        unloc_backbone.BackboneConfig(
+            "base_16", input_mode="embeddings", text_input="tokens",
+            text_max_length=LT),
+        pyramid_spec=pyr, num_conv_layers=3, weight_sharing=False)
+    batch = make_batch(pyr)
+    model(batch, training=True)
 
   rows = []
-  extra = {}
+  extra = {"precision": args.precision}
   mm = matmul_gflops()
-  for config, fns in (("own_captions", own_captions_fns),
-                      ("reference", reference_fns)):
-    forward, train_step, make_step = fns(model, batch)
+  compute = tf.as_dtype(model.compute_dtype)
+  if compute != tf.float32:
+    extra[f"matmul_{compute.name}_gflops_per_s"] = matmul_gflops(
+        dtype=compute)
+  configs = {"own_captions": own_captions_fns, "reference": reference_fns}
+  for config in args.configs.split(","):
+    forward, train_step, make_step = configs[config](model, batch,
+                                                     args.precision)
     step_flops = flops_of(tf.function(train_step).get_concrete_function())
     fwd_flops = flops_of(tf.function(forward).get_concrete_function())
     extra[f"{config}_train_step_gflop"] = step_flops / 1e9
@@ -201,7 +222,8 @@ def main():
     for xla in (False, True):
       fwd = time_fn(tf.function(forward, jit_compile=xla), args.steps)
       step = time_fn(make_step(xla), args.steps)
-      rows.append({"config": config, "xla": xla, "forward_ms": fwd * 1e3,
+      rows.append({"config": config, "precision": args.precision,
+                   "xla": xla, "forward_ms": fwd * 1e3,
                    "train_step_ms": step * 1e3,
                    "train_gflops_per_s": step_flops / step / 1e9,
                    "fraction_of_matmul": step_flops / step / 1e9 / mm})
@@ -213,9 +235,11 @@ def main():
                  " clipping; reference = all-pairs forward + trainer step"
                  " with the experiment's optimiser (clip 1.0, 10x fusion"
                  " and heads)"})
+  gflop = extra.get("reference_train_step_gflop",
+                    extra.get("own_captions_train_step_gflop", 0.0))
   print(f"float32 matmul 2048^3: {mm:.1f} GFLOP/s; train step"
-        f" {extra['reference_train_step_gflop']:.1f} GFLOP (reference),"
-        f" {params / 1e6:.1f} M params")
+        f" {gflop:.1f} GFLOP, {params / 1e6:.1f} M params,"
+        f" {args.precision}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Exported-model serving speed: latency per request and batch-8 throughput.
+"""Exported-model serving speed: latency and throughput per batch size.
 
 The ActivityNet-Captions moment-retrieval setting of the UnLoc-B model: one
 video of N0 = 128 frames and one query of 32 CLIP tokens per request,
@@ -22,11 +22,16 @@ Rows:
   frames/base_16  (with --base16_frames) the real ViT-B/16 tower on 128
                frames: ~2.2 TFLOP per request, so batch 1 only, few repeats.
 
-Prints a table (latency_ms = median per request at batch 1; videos_per_s =
-8 / median time of a batch of 8), the fresh process's load time and peak
-RSS, and the exporting process's peak RSS.
+For each signature and each batch size B of --batches (1, 4, 8, 16: what
+TF Serving's batching would form, see serving/batching_parameters.txt) it
+prints batch_ms (median time of one call with B videos, outputs fetched),
+ms_per_video, videos_per_s (= B / batch_ms) and the serving process's peak
+RSS after that batch size (batch sizes run in increasing order, so it is the
+peak up to B); per signature also the export time, SavedModel size, load
+time and first-call time (batch 1), and the exporting process's peak RSS.
 
-Run: python bench/serving.py [--repeats 10] [--base16_frames]
+Run: python bench/serving.py [--repeats 5] [--batches 1,4,8,16]
+    [--base16_frames]
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def request(batch):
        "secs_per_timestep": np.full((batch,), 0.04, np.float32)}
   if cfg["input_mode"] == "frames":
     s = cfg["image_size"]
-    x["frames"] = rng.integers(0, 256, (batch, n0, s, s, 3)).astype(np.uint8)
+    x["frames"] = rng.integers(0, 256, (batch, n0, s, s, 3), dtype=np.uint8)
   else:
     x["frame_embeddings"] = rng.normal(
         size=(batch, n0, cfg["embedding_dim"])).astype(np.float32)
@@ -86,13 +91,17 @@ def timed(batch, repeats):
     out = fn(**x)
     {k: v.numpy() for k, v in out.items()}
     times.append(time.perf_counter() - t)
+  del x, out
   return first, statistics.median(times)
 
 
-res = {"load_s": load_s}
-res["first_b1_s"], res["b1_s"] = timed(1, cfg["repeats"])
-if cfg["repeats_b8"]:
-  res["first_b8_s"], res["b8_s"] = timed(8, cfg["repeats_b8"])
+res = {"load_s": load_s, "batches": []}
+for batch in cfg["batches"]:
+  first, median = timed(batch, cfg["repeats"])
+  res["batches"].append({
+      "batch": batch, "first_s": first, "median_s": median,
+      "peak_rss_mib": resource.getrusage(
+          resource.RUSAGE_SELF).ru_maxrss / 1024.0})
 res["modules"] = sorted(m for m in sys.modules
                         if m.split(".")[0] in ("unloc_tf", "keras_hub"))
 res["peak_rss_mib"] = resource.getrusage(
@@ -152,11 +161,11 @@ def export_row(kind: str, workdir: str):
   return path, export_s, params
 
 
-def serve_row(path: str, kind: str, repeats: int, repeats_b8: int) -> dict:
+def serve_row(path: str, kind: str, repeats: int, batches) -> dict:
   cfg = {"dir": path, "num_frames": N0, "text_length": LT,
          "input_mode": "frames" if kind.startswith("frames") else "embeddings",
          "image_size": IMAGE, "embedding_dim": D_EMB, "repeats": repeats,
-         "repeats_b8": repeats_b8}
+         "batches": list(batches)}
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg)],
                         capture_output=True, text=True, env=env,
@@ -170,10 +179,10 @@ def serve_row(path: str, kind: str, repeats: int, repeats_b8: int) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--repeats", type=int, default=10,
-                      help="timed batch-1 requests per row")
-  parser.add_argument("--repeats_b8", type=int, default=3,
-                      help="timed batch-8 requests per row")
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="timed calls per signature and batch size")
+  parser.add_argument("--batches", default="1,4,8,16",
+                      help="comma-separated batch sizes, increasing")
   parser.add_argument("--base16_frames", action="store_true",
                       help="also the ViT-B/16 tower on raw frames (slow)")
   parser.add_argument("--base16_repeats", type=int, default=1)
@@ -186,38 +195,47 @@ def main() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from bench import common
 
+  batches = [int(b) for b in args.batches.split(",")]
+  if batches != sorted(batches) or batches[0] < 1:
+    parser.error(f"--batches must be increasing and >= 1, got {batches}")
   workdir = args.workdir or tempfile.mkdtemp(prefix="unloc_serving_")
-  kinds = [("embeddings", args.repeats, args.repeats_b8),
-           ("frames/tiny", args.repeats, args.repeats_b8)]
+  kinds = [("embeddings", args.repeats, batches),
+           ("frames/tiny", args.repeats, batches)]
   if args.base16_frames:
-    kinds.append(("frames/base_16", args.base16_repeats, 0))
-  rows = []
+    kinds.append(("frames/base_16", args.base16_repeats, [1]))
+  rows, signatures = [], []
   try:
-    for kind, reps, reps8 in kinds:
+    for kind, reps, kind_batches in kinds:
       path, export_s, params = export_row(kind, workdir)
-      res = serve_row(path, kind, reps, reps8)
+      res = serve_row(path, kind, reps, kind_batches)
       if res["modules"]:
         raise RuntimeError(f"the serving process imported {res['modules']}")
-      rows.append({
+      signatures.append({
           "signature": kind,
           "params_M": round(params / 1e6, 1),
           "savedmodel_MiB": round(_dir_mib(path), 0),
           "export_s": round(export_s, 1),
           "load_s": round(res["load_s"], 1),
-          "first_call_s": round(res["first_b1_s"], 2),
-          "latency_ms": round(1000 * res["b1_s"], 0),
-          "reps": reps,
-          "b8_batch_ms": (round(1000 * res["b8_s"], 0) if "b8_s" in res
-                          else "-"),
-          "videos_per_s": (round(8 / res["b8_s"], 2) if "b8_s" in res
-                           else "-"),
+          "first_call_s": round(res["batches"][0]["first_s"], 2),
           "serve_rss_MiB": round(res["peak_rss_mib"], 0),
       })
-      print(json.dumps(rows[-1]), flush=True)
+      print(json.dumps(signatures[-1]), flush=True)
+      for b in res["batches"]:
+        rows.append({
+            "signature": kind,
+            "batch": b["batch"],
+            "batch_ms": round(1000 * b["median_s"], 0),
+            "ms_per_video": round(1000 * b["median_s"] / b["batch"], 1),
+            "videos_per_s": round(b["batch"] / b["median_s"], 2),
+            "peak_rss_MiB": round(b["peak_rss_mib"], 0),
+            "reps": reps,
+        })
+        print(json.dumps(rows[-1]), flush=True)
   finally:
     if args.workdir is None:
       shutil.rmtree(workdir, ignore_errors=True)
   common.report("serving", rows, extra={
+      "signatures": signatures,
       "num_frames": N0, "text_length": LT, "image_size": IMAGE,
       "cpu_count": os.cpu_count(),
       "export_process_peak_rss_mib": round(

@@ -109,3 +109,37 @@ def bindings_read_by(gin_files: Sequence[str], gin_bindings: Sequence[str]
   gin.clear_config()
   return [b for b in gin_bindings
           if all(m in read for m in bindings.macros_set([b]))]
+
+
+def planted_outputs(inside: np.ndarray, base: float = -2.0,
+                    per_frame: float = 0.5):
+  """The dense outputs of a fake one-class localization model (one pyramid
+  level, stride 1) that sees only its window: every token inside a run of
+  flagged tokens proposes the run `[first, last + 1]` (in tokens) with
+  logit `base + per_frame * run length` (a run the window cuts short scores
+  lower than the whole run); other tokens have logit -10.
+
+  Args:
+    inside: bool [B, N0], the tokens showing the planted segment.
+
+  Returns:
+    (logits float32 [B, N0, 1], displacements float32 [B, N0, 1, 2]).
+  """
+  inside = np.asarray(inside, bool)
+  b, n0 = inside.shape
+  logits = np.full((b, n0, 1), -10.0, np.float32)
+  disp = np.zeros((b, n0, 1, 2), np.float32)
+  for i in range(b):
+    t = 0
+    while t < n0:
+      if not inside[i, t]:
+        t += 1
+        continue
+      end = t
+      while end + 1 < n0 and inside[i, end + 1]:
+        end += 1
+      for u in range(t, end + 1):
+        logits[i, u, 0] = base + per_frame * (end - t + 1)
+        disp[i, u, 0] = (u - t, end + 1 - u)
+      t = end + 1
+  return logits, disp

@@ -10,6 +10,11 @@ official format and, for HD (or MR of an unlabeled split),
 submission_<step>.jsonl in the QVHighlights format.  On an unlabeled split
 (no ground truth: QVHighlights test, ActivityNet testing) no metric is
 computed: the files are for the leaderboard.
+
+Long videos: --chunking=auto|on evaluates them in windows of
+--window_frames stored frames (default N0) overlapping by --window_overlap
+(unloc_tf.data.chunks); the default, off, samples N0 frames over every whole
+video as the paper does.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from unloc_tf.launch import flags as launch_flags  # noqa: E402
 
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "latest", "latest, best, or a checkpoint path prefix.")
+launch_flags.define_chunking_flags("off")
 
 
 def main(argv):
@@ -39,7 +45,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   workdir = launch_flags.required_workdir()
   experiment = launch_flags.load_experiment()
-  result = experiment.evaluate(workdir, _CHECKPOINT.value)
+  result = experiment.evaluate(workdir, _CHECKPOINT.value,
+                               chunking=launch_flags.chunking())
   print(json.dumps(result, indent=2))
 
 

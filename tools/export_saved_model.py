@@ -6,8 +6,9 @@ r"""Exports a trained UnLoc as a SavedModel for TF Serving.
 
 Writes <export_dir>/<next integer version>/ (the layout TF Serving watches)
 with the `serving_default` (numeric tensors) and, for text models,
-`serving_text` (tf.string queries / class names) signatures, and the
-operative gin config in assets.extra/.  Serve with:
+`serving_text` (tf.string queries / class names) signatures, and in
+assets.extra/ the operative gin config, export_info.json and TF Serving's
+warm-up requests (tf_serving_warmup_requests).  Serve with:
   tensorflow_model_server --rest_api_port=8501 --model_name=unloc \
       --model_base_path=/tmp/serving/unloc_tal
 """

@@ -22,6 +22,14 @@ skipped; a video whose outputs exist is skipped (rerun after a kill to
 finish; --overwrite redoes them); outputs are written under a temporary
 name and renamed.  The last line counts done / skipped / failed videos; the
 exit status is 1 when any failed.
+
+Long videos (--chunking, default auto): a video whose whole-video tokens
+would be more than 2 s apart is cut into windows of --window_frames stored
+frames (default N0) overlapping by --window_overlap (default 0.25), decoded
+and run window by window (memory flat in the video's length), and the
+windows' detections are merged in video time; --chunking=off samples N0
+frames over every whole video, --chunking=on cuts every video longer than a
+window.
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ def _define_flags() -> None:
   flags.DEFINE_bool("plot", True, "Write the timeline PNGs.")
   flags.DEFINE_bool("overwrite", False, "Predict videos whose outputs exist"
                     " too (default: skip them).")
+  launch_flags.define_chunking_flags("auto")
 
 
 def _check_model_flags() -> None:
@@ -88,7 +97,7 @@ def _predictor() -> predict.Predictor:
   common = dict(gin_files=launch_flags.GIN_FILES.value,
                 gin_bindings=launch_flags.GIN_BINDINGS.value, task=FLAGS.task,
                 class_names=launch_flags.parse_class_names(FLAGS.class_names),
-                batch_size=FLAGS.batch_size)
+                batch_size=FLAGS.batch_size, chunking=launch_flags.chunking())
   if workdir:
     return predict.Predictor.from_workdir(workdir, checkpoint=FLAGS.checkpoint,
                                           **common)

@@ -85,6 +85,13 @@ SALIENCY = "saliency"  # [B, max_clips, A] float32 (HD), 0 outside rated clips
 SALIENCY_MASK = "saliency_mask"  # [B, max_clips] int32, 1 = clip inside video
 SOURCE_FILE = "source_file"  # [B] string, the shard an example came from
 RECORD_INDEX = "record_index"  # [B] int64, its index in that shard
+# Chunked inference (data/chunks.py; long videos in windows): the example's
+# frame axis (its total_frames, and an AS window_offset) starts at stored
+# frame chunk_offset of a video of video_frames frames; chunk_last marks the
+# last window of a record.
+CHUNK_OFFSET = "chunk_offset"  # [B] int32
+VIDEO_FRAMES = "video_frames"  # [B] int32
+CHUNK_LAST = "chunk_last"  # [B] int32, 1 = the record's last window
 
 
 @dataclasses.dataclass(frozen=True)

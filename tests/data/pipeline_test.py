@@ -314,13 +314,15 @@ def _numpy_batches(ds, n):
   return [{k: v.numpy() for k, v in b.items()} for b in ds.take(n)]
 
 
-@pytest.mark.parametrize("task,mode", [(spec.TAL, "frames"),
-                                       (spec.AS, "frames"),
-                                       (spec.MR, "embeddings")])
-def test_skip_batches_resumes_bit_exactly(tmp_path, task, mode):
+@pytest.mark.parametrize("task,mode,order", [
+    (spec.TAL, "frames", "epochs"), (spec.AS, "frames", "epochs"),
+    (spec.MR, "embeddings", "epochs"), (spec.TAL, "frames", "buffer"),
+    (spec.AS, "embeddings", "buffer")])
+def test_skip_batches_resumes_bit_exactly(tmp_path, task, mode, order):
   """make_dataset(skip_batches=k) yields exactly batches k, k+1, ... of
   the uninterrupted pipeline (records, random crops / jitter / windows /
-  captions), also across epoch ends (7 records, batch 2)."""
+  captions), also across epoch ends (7 records, batch 2), in both
+  training orders."""
   dim = 4 if mode == "embeddings" else None
   recs = [fixtures.video_record(
       f"v{i}", n=12 + 2 * i, embeddings_dim=dim,
@@ -335,7 +337,7 @@ def test_skip_batches_resumes_bit_exactly(tmp_path, task, mode):
   def batches(skip, n):
     return _numpy_batches(pipeline.make_dataset(
         str(tmp_path / "d-*"), cfg, is_training=True, global_batch_size=2,
-        seed=3, shuffle_buffer=3, skip_batches=skip), n)
+        seed=3, shuffle_buffer=3, order=order, skip_batches=skip), n)
 
   full = batches(0, 10)
   for skip in (1, 3, 7):
@@ -366,13 +368,12 @@ def test_epochs_order_sees_every_record_once_per_epoch(tmp_path):
   assert ids(0) == epochs and ids(1) != epochs
 
 
-def test_skip_batches_needs_the_epochs_order(tmp_path):
+def test_skip_batches_needs_training_and_a_known_order(tmp_path):
   fixtures.write(tmp_path, "d", _tal_records())
-  with pytest.raises(ValueError, match="skip_batches needs is_training=True"
-                     " and order='epochs'"):
+  with pytest.raises(ValueError, match="skip_batches needs is_training=True"):
     pipeline.make_dataset(str(tmp_path / "d-*"), _config(spec.TAL),
-                          is_training=True, global_batch_size=1,
-                          order="buffer", skip_batches=2)
+                          is_training=False, global_batch_size=1,
+                          skip_batches=2)
   with pytest.raises(ValueError, match="order must be one of"):
     pipeline.make_dataset(str(tmp_path / "d-*"), _config(spec.TAL),
                           is_training=True, global_batch_size=1,

@@ -10,13 +10,24 @@ the signatures' tensor names.  Its outputs must equal the Keras model +
 callable ("server"), which, like the model server's C++ `Session::Run`,
 feeds tensors without the Python client's check against the declared
 shapes, so only the in-graph checks can reject them.
+
+Requests also arrive as the server receives them: serialized gRPC
+`PredictRequest`s and REST JSON bodies (both forms, and the README's
+request.json), which the fresh process decodes with
+`unloc_tf.export.serving_requests` (loaded by path: it imports only
+TensorFlow) against the loaded signature_defs before running them in the TF1
+Session; and every export's warm-up records run there the same way.
 """
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -28,8 +39,9 @@ import tensorflow as tf
 from tests import fixtures
 from unloc_tf import postprocess, spec
 from unloc_tf.data import text as text_lib
-from unloc_tf.export import op_audit
+from unloc_tf.export import op_audit, serving_metadata
 from unloc_tf.export import saved_model as export_lib
+from unloc_tf.export import serving_requests as requests_lib
 from unloc_tf.tasks import (
   action_localizer,
   action_segmenter,
@@ -44,12 +56,21 @@ CLASS_NAMES = ["running", "jumping rope", "cooking pasta"]
 GIN = "build_action_localizer.size = 'tiny'\n"
 TOL = 1e-4
 OP_AUDIT_PATH = op_audit.__file__
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+README = os.path.join(ROOT, "README.md")
+# gRPC / REST decoding and warm-up records need tensorflow-serving-api's
+# protos (the dev extra).
+HAVE_TF_SERVING = importlib.util.find_spec("tensorflow_serving") is not None
+needs_tf_serving = pytest.mark.skipif(
+    not HAVE_TF_SERVING,
+    reason="pip install tensorflow-serving-api (the dev extra)")
 
 # ---------------------------------------------------------------------------
 # The fresh process: only `import tensorflow` (+ tensorflow_text on request).
 # ---------------------------------------------------------------------------
 _FRESH = r'''
-import importlib.util, json, sys
+import importlib.util, json, os, sys
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
@@ -59,7 +80,13 @@ if job["import_text"]:
   import tensorflow_text  # noqa: F401  (registers TF-Text's ops)
 reqs = np.load(job["requests"])
 results, meta = {}, {"audits": {}, "load_errors": {}, "method": {},
-                     "valid": {}, "errors": {}, "signature_defs": {}}
+                     "valid": {}, "errors": {}, "signature_defs": {},
+                     "wire_signature": {}, "warmup": {}}
+if job.get("serving_requests"):
+  spec_ = importlib.util.spec_from_file_location("serving_requests_alone",
+                                                 job["serving_requests"])
+  requests_lib = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(requests_lib)
 
 
 def request(name):
@@ -91,6 +118,28 @@ def server_run(sess, sig, req):
                for k in keys])
 
 
+def run_decoded(sess, mg, decoded, prefix):
+  """A decoded request through its signature, as the server runs it."""
+  sig = mg.signature_def[decoded.signature_name]
+  fetch = {k: v.name for k, v in sig.outputs.items()}
+  feed = {sig.inputs[k].name: v for k, v in decoded.inputs.items()}
+  for k, v in sess.run(fetch, feed).items():
+    results[f"{prefix}/{k}"] = v
+
+
+def decode_wire(name, signatures):
+  """A serialized PredictRequest or a REST body, decoded as the server
+  does (against the loaded signature_defs)."""
+  wire = job["wire"][name]
+  with open(wire["path"], "rb") as f:
+    data = f.read()
+  if wire["kind"] == "grpc":
+    from tensorflow_serving.apis import predict_pb2
+    return requests_lib.decode_predict_request(
+        predict_pb2.PredictRequest.FromString(data), signatures)
+  return requests_lib.decode_rest_body(data, signatures)
+
+
 def error_text(fn):
   try:
     fn()
@@ -116,6 +165,11 @@ for model in job["models"]:
     if err:
       meta["load_errors"][tag] = err
       continue
+  warmup = []  # read eagerly (tf.data), run in the Session as the server
+  if model.get("warmup"):
+    meta["errors"][f"warmup/{tag}"] = error_text(lambda: warmup.extend(
+        requests_lib.read_warmup_requests(os.path.join(
+            d, "assets.extra", requests_lib.WARMUP_FILENAME))))
   with tf.compat.v1.Session(graph=tf.Graph()) as sess:
     mg = tf.compat.v1.saved_model.loader.load(sess, ["serve"], d)
     meta["signature_defs"][tag] = {
@@ -140,6 +194,22 @@ for model in job["models"]:
     for sig_name, r in model.get("bad_server", []):
       meta["errors"][f"server/{tag}/{r}"] = error_text(
           lambda: server_run(sess, mg.signature_def[sig_name], request(r)))
+    signatures = meta["signature_defs"][tag]
+
+    def one_wire(r):
+      decoded = decode_wire(r, signatures)
+      meta["wire_signature"][f"{tag}/{r}"] = decoded.signature_name
+      run_decoded(sess, mg, decoded, f"wire/{tag}/{r}")
+
+    def warm_up():
+      meta["warmup"][tag] = [w.signature_name for w in warmup]
+      for i, decoded in enumerate(warmup):
+        run_decoded(sess, mg, decoded, f"warmup/{tag}/{i}")
+
+    for r in model.get("wire", []):
+      meta["errors"][f"wire/{tag}/{r}"] = error_text(lambda: one_wire(r))
+    if model.get("warmup") and meta["errors"][f"warmup/{tag}"] is None:
+      meta["errors"][f"warmup/{tag}"] = error_text(warm_up)
   obj = tf.saved_model.load(d)
   for sig_name, req_names in model["runs"].items():
     fn = obj.signatures[sig_name]
@@ -164,8 +234,13 @@ json.dump(meta, open(job["meta"], "w"))
 '''
 
 
-def _start_fresh(tmp_dir, name, requests, models, import_text, audit=None):
-  """Starts `_FRESH` in a new interpreter; `_finish_fresh` collects it."""
+def _start_fresh(tmp_dir, name, requests, models, import_text, audit=None,
+                 wire=None):
+  """Starts `_FRESH` in a new interpreter; `_finish_fresh` collects it.
+
+  `wire`: {name: ("grpc", serialized PredictRequest) | ("rest", JSON
+  body)}, written to files that the process decodes.
+  """
   paths = {k: os.path.join(tmp_dir, f"{name}_{k}") for k in
            ("script.py", "requests.npz", "results.npz", "meta.json",
             "job.json")}
@@ -173,10 +248,18 @@ def _start_fresh(tmp_dir, name, requests, models, import_text, audit=None):
     f.write(_FRESH)
   np.savez(paths["requests.npz"], **{
       f"{r}/{k}": v for r, req in requests.items() for k, v in req.items()})
+  wire_files = {}
+  for r, (kind, data) in (wire or {}).items():
+    wire_files[r] = {"kind": kind,
+                     "path": os.path.join(tmp_dir, f"{name}_wire_{r}")}
+    with open(wire_files[r]["path"], "wb") as f:
+      f.write(data if isinstance(data, bytes) else data.encode())
   job = {"requests": paths["requests.npz"], "results": paths["results.npz"],
          "meta": paths["meta.json"], "models": models,
          "import_text": import_text, "audit": audit or {},
          "op_audit": OP_AUDIT_PATH,
+         "serving_requests": requests_lib.__file__ if HAVE_TF_SERVING else "",
+         "wire": wire_files,
          "allowed_non_core": list(export_lib.TEXT_NON_CORE_OPS)}
   with open(paths["job.json"], "w") as f:
     json.dump(job, f)
@@ -525,28 +608,134 @@ TEXT_ERRORS = {
 }
 
 
+# ---------------------------------------------------------------------------
+# Requests as the server receives them, and the warm-up records.
+# ---------------------------------------------------------------------------
+# name: (export, signature (None: the body names none), request, form).
+WIRE = {
+    "grpc_tal_b3": ("tal_v2", "serving_default", "tal_b3", "grpc"),
+    "rows_tal_b3": ("tal_v2", "serving_default", "tal_b3", "instances"),
+    "cols_tal_b1": ("tal_v2", None, "tal_b1", "inputs"),
+    "grpc_mr_b3": ("mr", "serving_default", "mr_b3", "grpc"),
+    "rows_mr_b3": ("mr", "serving_default", "mr_b3", "instances"),
+    "grpc_tal_b3_text": ("tal_v1", "serving_text", "tal_b3_text", "grpc"),
+    "cols_tal_b3_text": ("tal_v1", "serving_text", "tal_b3_text", "inputs"),
+    "b64_tal_b1_text": ("tal_v1", "serving_text", "tal_b1_text", "b64"),
+    "grpc_mr_b2_text": ("mr_text", "serving_text", "mr_b2_text", "grpc"),
+    "rows_mr_b2_text": ("mr_text", "serving_text", "mr_b2_text",
+                        "instances"),
+}
+README_EXPORT = "tal_v1"  # the README's request.json asks a TAL serving_text
+
+
+def _wire(requests, tags):
+  """{name: ("grpc", PredictRequest bytes) | ("rest", body)} of WIRE's
+  requests to the exports `tags`."""
+  out = {}
+  for name, (tag, sig, r, form) in WIRE.items():
+    if tag not in tags:
+      continue
+    req = requests[r]
+    if form == "grpc":
+      out[name] = ("grpc", requests_lib.predict_request(
+          req, sig, model_name="unloc").SerializeToString())
+    elif form == "b64":  # binary strings: {"b64": ...}
+      body = json.loads(requests_lib.rest_body(req, sig))
+      body["inputs"]["class_names"] = [
+          {"b64": base64.b64encode(n.encode()).decode()}
+          for n in req["class_names"]]
+      out[name] = ("rest", json.dumps(body))
+    else:
+      out[name] = ("rest", requests_lib.rest_body(
+          req, sig, columnar=form == "inputs"))
+  return out
+
+
+def _readme_body(signatures):
+  """The README's request.json ("Export and serving"), with each "..."
+  standing for the item before it repeated up to the size its signature
+  declares for that dimension (a real request lists every value)."""
+  with open(README) as f:
+    section = f.read().split("## Export and serving", 1)[1].split(
+        "\n## ", 1)[0]
+  block = next(b for b in re.findall(r"```\n(.*?)```", section, re.S)
+               if '"signature_name"' in b)
+  body = json.loads(block.replace("...", '"..."'))
+  declared = signatures[body["signature_name"]]["inputs"]
+
+  def expand(value, shape, level):
+    if not isinstance(value, list):
+      return value
+    items = [expand(v, shape, level + 1) for v in value if v != "..."]
+    if value and value[-1] == "...":
+      assert shape[level] is not None, f"'...' at a free dimension: {shape}"
+      items += [items[-1]] * (shape[level] - len(items))
+    return items
+
+  body["inputs"] = {k: expand(v, declared[k]["shape"], 0)
+                    for k, v in body["inputs"].items()}
+  return json.dumps(body)
+
+
+def _export_signatures(export_dir):
+  with open(os.path.join(export_dir, "assets.extra",
+                         "export_info.json")) as f:
+    return json.load(f)["signatures"]
+
+
+def _export_dirs(exports):
+  return {"tal_v1": exports["tal_v1"], "tal_v2": exports["tal_v2"],
+          "mr": exports["mr_dir"], "mr_text": exports["mr_text_dir"]}
+
+
+def _with_wire(models, wire, warmup_tags):
+  """Adds to the fresh process's models the wire requests to each export
+  and whether to replay its warm-up records."""
+  def tag_of(name):
+    return README_EXPORT if name == "readme" else WIRE[name][0]
+
+  for model in models:
+    model["wire"] = [n for n in wire if tag_of(n) == model["tag"]]
+    model["warmup"] = model["tag"] in warmup_tags
+
+
 @pytest.fixture(scope="module")
 def fresh_runs(exports, tmp_path_factory):
   """Both fresh processes, run concurrently."""
   tmp = str(tmp_path_factory.mktemp("fresh"))
   requests, models, audit = _plain_job(exports)
+  wire = {}
+  if HAVE_TF_SERVING:
+    wire = _wire(requests, ("tal_v2", "mr"))
+    _with_wire(models, wire, ("tal_v2", "mr"))
   plain = _start_fresh(tmp, "plain", requests, models, import_text=False,
-                       audit=audit)
+                       audit=audit, wire=wire)
   text_requests, text_models = _text_job(exports)
+  text_wire, readme_error = {}, None
+  if HAVE_TF_SERVING:
+    text_wire = _wire(text_requests, ("tal_v1", "mr_text"))
+    try:  # test_readme_request_json_runs reports a README that does not read
+      text_wire["readme"] = ("rest", _readme_body(_export_signatures(
+          exports[README_EXPORT])))
+    except (StopIteration, ValueError, KeyError, IndexError,
+            AssertionError) as e:
+      readme_error = f"{type(e).__name__}: {e}"
+    _with_wire(text_models, text_wire, ("tal_v1", "mr_text"))
   text = _start_fresh(tmp, "text", text_requests, text_models,
-                      import_text=True)
-  return {"plain": _finish_fresh(plain),
-          "text": (*_finish_fresh(text), text_requests)}
+                      import_text=True, wire=text_wire)
+  return {"plain": (*_finish_fresh(plain), wire),
+          "text": (*_finish_fresh(text), text_requests, text_wire),
+          "readme_error": readme_error}
 
 
 @pytest.fixture(scope="module")
 def plain_run(fresh_runs):
-  return fresh_runs["plain"]
+  return fresh_runs["plain"][:2]
 
 
 @pytest.fixture(scope="module")
 def text_run(fresh_runs):
-  return fresh_runs["text"]
+  return fresh_runs["text"][:3]
 
 
 # ---------------------------------------------------------------------------
@@ -907,3 +1096,203 @@ def test_action_segmentation_export_with_prompts(tmp_path):
                      match="input class_names must have shape"):
     loaded.signatures["serving_text"](**_numeric(req),
                                       class_names=tf.constant(["cut"]))
+
+
+# ---------------------------------------------------------------------------
+# TF Serving's contracts: requests on the wire, warm-up records, metadata.
+# ---------------------------------------------------------------------------
+def _as_served(value):
+  """A request array as a server feeds it (strings as UTF-8 bytes)."""
+  value = np.asarray(value)
+  if value.dtype.kind == "U":
+    return np.vectorize(str.encode, otypes=[object])(value)
+  return value
+
+
+@needs_tf_serving
+@pytest.mark.parametrize("name", sorted(WIRE))
+def test_wire_requests_decode_exactly_and_match_keras(exports, fresh_runs,
+                                                      name):
+  """gRPC PredictRequests and REST bodies (both forms, b64 strings), decoded
+  in the fresh process against the loaded signature_defs as the server
+  does, give the Keras model's detections."""
+  tag, sig, r, _ = WIRE[name]
+  process = "text" if tag in ("tal_v1", "mr_text") else "plain"
+  results, meta = fresh_runs[process][:2]
+  wire = fresh_runs[process][-1]
+  if process == "text":
+    requests = fresh_runs["text"][2]
+  else:
+    requests = {k: f() for k, f in {**TAL_REQS, **MR_REQS}.items()}
+  assert meta["errors"][f"wire/{tag}/{name}"] is None, meta["errors"][
+      f"wire/{tag}/{name}"]
+  assert meta["wire_signature"][f"{tag}/{name}"] == (
+      sig or "serving_default")
+  # Decoding here (export_info.json's signatures) gives the sent arrays.
+  kind, data = wire[name]
+  signatures = _export_signatures(_export_dirs(exports)[tag])
+  if kind == "grpc":
+    from tensorflow_serving.apis import predict_pb2  # noqa: PLC0415
+
+    decoded = requests_lib.decode_predict_request(
+        predict_pb2.PredictRequest.FromString(data), signatures)
+  else:
+    decoded = requests_lib.decode_rest_body(data, signatures)
+  sent = requests[r]
+  assert sorted(decoded.inputs) == sorted(sent)
+  for k, v in sent.items():
+    np.testing.assert_array_equal(decoded.inputs[k], _as_served(v))
+    assert decoded.inputs[k].dtype == _as_served(v).dtype, k
+  numeric = requests[r[:-len("_text")] if r.endswith("_text") else r]
+  if tag.startswith("tal"):
+    want = _keras_localization(exports["tal"], numeric)
+  else:
+    want = _keras_retrieval(exports["mr"], numeric)
+  _assert_same(_outputs(results, f"wire/{tag}/{name}"), want, name)
+
+
+@needs_tf_serving
+def test_readme_request_json_runs(exports, fresh_runs):
+  """README's request.json (its "..." filled to the declared sizes) decodes
+  to the signature's shapes and gives the Keras model's detections."""
+  assert fresh_runs["readme_error"] is None, (
+      "README.md's request.json (Export and serving) does not read: "
+      + fresh_runs["readme_error"])
+  results, meta, _, wire = fresh_runs["text"]
+  signatures = _export_signatures(exports[README_EXPORT])
+  decoded = requests_lib.decode_rest_body(wire["readme"][1], signatures)
+  declared = signatures[decoded.signature_name]["inputs"]
+  for k, v in decoded.inputs.items():
+    shape = declared[k]["shape"]
+    assert v.ndim == len(shape) and all(
+        d is None or d == n for d, n in zip(shape, v.shape)), (
+            f"README request.json: {k} has shape {list(v.shape)}, the"
+            f" signature declares {shape}: write '...' after the item of"
+            " every fixed dimension")
+  assert meta["errors"][f"wire/{README_EXPORT}/readme"] is None, meta[
+      "errors"][f"wire/{README_EXPORT}/readme"]
+  numeric = {k: v for k, v in decoded.inputs.items() if k != "class_names"}
+  ids, mask = _tokenize([n.decode() for n in decoded.inputs["class_names"]])
+  batch = numeric[spec.FRAME_MASK].shape[0]
+  numeric[spec.TEXT_IDS] = np.tile(ids[None], [batch, 1, 1])
+  numeric[spec.TEXT_MASK] = np.tile(mask[None], [batch, 1, 1])
+  want = _keras_localization(exports["tal"], numeric)
+  _assert_same(_outputs(results, f"wire/{README_EXPORT}/readme"), want,
+               "README request.json")
+
+
+@needs_tf_serving
+def test_warmup_records_run_through_their_signatures(exports, fresh_runs):
+  """Every export has one warm-up record of batch 1 per signature; each runs
+  through its signature in the fresh process (TF Serving fails the load
+  otherwise)."""
+  dirs = _export_dirs(exports)
+  for tag, process in (("tal_v2", "plain"), ("mr", "plain"),
+                       ("tal_v1", "text"), ("mr_text", "text")):
+    results, meta = fresh_runs[process][:2]
+    signatures = _export_signatures(dirs[tag])
+    path = os.path.join(dirs[tag], "assets.extra",
+                        requests_lib.WARMUP_FILENAME)
+    assert os.path.getsize(path) < 4096  # constant inputs are stored once
+    warmup = requests_lib.read_warmup_requests(path, signatures)
+    assert sorted(w.signature_name for w in warmup) == sorted(signatures)
+    assert meta["errors"][f"warmup/{tag}"] is None, meta["errors"][
+        f"warmup/{tag}"]
+    assert meta["warmup"][tag] == [w.signature_name for w in warmup]
+    for i, w in enumerate(warmup):
+      assert {v.shape[0] for k, v in w.inputs.items()
+              if k != "class_names"} == {1}, (tag, i)
+      out = _outputs(results, f"warmup/{tag}/{i}")
+      assert sorted(out) == sorted(signatures[w.signature_name]["outputs"])
+      assert {v.shape[0] for v in out.values()} == {1}, (tag, i)
+  # The numeric warm-up requests are real requests: Keras agrees ...
+  results = fresh_runs["plain"][0]
+  for tag, ref in (("tal_v2", lambda x: _keras_localization(
+      exports["tal"], x)), ("mr", lambda x: _keras_retrieval(exports["mr"],
+                                                             x))):
+    path = os.path.join(dirs[tag], "assets.extra",
+                        requests_lib.WARMUP_FILENAME)
+    w, = requests_lib.read_warmup_requests(path)
+    _assert_same(_outputs(results, f"warmup/{tag}/0"), ref(w.inputs), tag)
+  # ... and the string signature's answers the numeric one's (same texts).
+  results = fresh_runs["text"][0]
+  for tag in ("tal_v1", "mr_text"):
+    _assert_same(_outputs(results, f"warmup/{tag}/1"),
+                 _outputs(results, f"warmup/{tag}/0"), tag)
+
+
+def _compact(metadata):
+  """The REST GetModelMetadata body's signatures, parsed back into
+  SignatureDef protos, in export_info.json's form."""
+  from google.protobuf import json_format  # noqa: PLC0415
+  from tensorflow.core.protobuf import meta_graph_pb2  # noqa: PLC0415
+
+  out = {}
+  for name, d in metadata["metadata"]["signature_def"][
+      "signature_def"].items():
+    if name == serving_metadata.INIT_OP_SIGNATURE:
+      continue
+    sig = json_format.ParseDict(d, meta_graph_pb2.SignatureDef())
+    out[name] = {"method_name": sig.method_name, **{
+        io: {k: serving_metadata.tensor_info(v)
+             for k, v in getattr(sig, io).items()}
+        for io in ("inputs", "outputs")}}
+  return out
+
+
+def test_serving_metadata_tool_matches_the_loaded_signatures(exports,
+                                                             fresh_runs):
+  """tools/serving_metadata.py on the TAL base path answers for its newest
+  version what a loader reads from the signature_defs."""
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "tools", "serving_metadata.py"),
+       f"--saved_model={exports['tal_base']}", "--model_name=unloc"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  metadata = {"tal_v2": json.loads(proc.stdout)}
+  assert metadata["tal_v2"]["model_spec"] == {
+      "name": "unloc", "signature_name": "", "version": "2"}
+  dirs = _export_dirs(exports)
+  for tag in ("tal_v1", "mr", "mr_text"):
+    metadata[tag] = serving_metadata.model_metadata(dirs[tag])
+  loaded = {**fresh_runs["plain"][1]["signature_defs"],
+            **fresh_runs["text"][1]["signature_defs"]}
+  for tag, m in metadata.items():
+    defs = m["metadata"]["signature_def"]["signature_def"]
+    assert serving_metadata.INIT_OP_SIGNATURE in defs  # as the server lists
+    assert _compact(m) == loaded[tag], tag
+  frames = metadata["tal_v2"]["metadata"]["signature_def"]["signature_def"][
+      "serving_default"]["inputs"]["frames"]
+  assert frames["dtype"] == "DT_UINT8"
+  assert frames["name"] == "serving_default_frames:0"
+  assert [d["size"] for d in frames["tensor_shape"]["dim"]] == [
+      "-1", str(N0), str(S), str(S), "3"]
+
+
+def test_serving_metadata_checks_export_info(exports, tmp_path):
+  for d in _export_dirs(exports).values():
+    serving_metadata.check_export_info(d)
+  version = tmp_path / "unloc" / "7"
+  os.makedirs(version / "assets.extra")
+  shutil.copy(os.path.join(exports["tal_v2"], "saved_model.pb"), version)
+  with open(os.path.join(exports["tal_v2"], "assets.extra",
+                         "export_info.json")) as f:
+    info = json.load(f)
+  info_path = version / "assets.extra" / "export_info.json"
+  info_path.write_text(json.dumps(info))
+  with pytest.raises(ValueError, match="says version 2, but the directory is"
+                     " version 7"):
+    serving_metadata.model_metadata(str(tmp_path / "unloc"))
+  info["version"] = 7
+  info["signatures"]["serving_default"]["inputs"]["frames"]["dtype"] = (
+      "float32")
+  info_path.write_text(json.dumps(info))
+  with pytest.raises(ValueError, match="disagrees with saved_model.pb:"
+                     " signature serving_default input frames: .*'dtype':"
+                     " 'float32'.* in the file, .*'dtype': 'uint8'.* in the"
+                     " SavedModel"):
+    serving_metadata.model_metadata(str(version))
+  with pytest.raises(FileNotFoundError, match="holds neither saved_model.pb"
+                     " nor an integer version directory"):
+    serving_metadata.model_metadata(str(tmp_path))

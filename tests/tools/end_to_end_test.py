@@ -30,7 +30,10 @@ def test_train_evaluate_export(tmp_path):
        "--num_val=2", "--num_test=2", "--tasks=temporal_localization")
   gin_args = ["--gin_file=experiments/smoke",
               f"--gin_bindings=DATA_DIR='{data}'", f"--workdir={work}"]
-  _run("tools/train.py", *gin_args)
+  # XLA through the tools is tools/main_job_test.py's (its experiments
+  # compile the train step); without it this run starts ~40 s sooner.
+  _run("tools/train.py", *gin_args,
+       "--gin_bindings=trainer.train.jit_compile=False")
   assert os.path.exists(os.path.join(work, "operative_config.gin"))
   assert os.path.exists(os.path.join(work, "checkpoints", "ckpt-4.index"))
   out = _run("tools/evaluate.py", *gin_args, "--checkpoint=latest")
@@ -55,7 +58,7 @@ def test_train_tool_survives_sigkill(tmp_path):
   command = [sys.executable, "tools/train.py", "--gin_file=experiments/smoke",
              f"--gin_bindings=DATA_DIR='{data}'", "--gin_bindings=TRAIN_STEPS=8",
              "--gin_bindings=trainer.train.log_every=1",
-             # XLA is not what this test is about (test_train_evaluate_export
+             # XLA is not what this test is about (tools/main_job_test.py
              # runs it); without it each of the two runs starts ~40 s sooner.
              "--gin_bindings=trainer.train.jit_compile=False",
              f"--workdir={work}"]

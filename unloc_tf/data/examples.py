@@ -83,7 +83,8 @@ class Processor:
   """Turns one record into one example (AS: one per window).
 
   `parse` first, then `linspace_example` (TAL, MR, HD, CLS) or
-  `window_example` (AS, one call per window offset).  Example keys are the
+  `window_example` (AS, one call per window offset); `chunk_example` is one
+  window of a long video (TAL, MR, HD; `data.chunks`).  Example keys are the
   batch keys of `unloc_tf.spec`, shapes as `input_config.describe_batch`
   without the batch dimension.
 
@@ -254,11 +255,36 @@ class Processor:
   # -- examples ----------------------------------------------------------------
   def linspace_example(self, p, seed) -> Dict[str, tf.Tensor]:
     """TAL, MR, HD and classification: one example per record."""
+    return self._linspace(p, seed)
+
+  def chunk_example(self, p, offset, window, seed) -> Dict[str, tf.Tensor]:
+    """TAL, MR, HD: one window of a long video (chunked inference).
+
+    The `window` stored frames from `offset` are sampled and decoded as a
+    video of their own (linspace over them; `total_frames` = `window`, so the
+    task's decoding gives seconds from the window's start); ground truth,
+    saliency and `frame_indices` stay in the whole video's frames and
+    seconds.  `chunk_example(p, 0, n, seed)` is `linspace_example(p, seed)`.
+    """
+    if self.config.task not in (spec.TAL, spec.MR, spec.HD):
+      raise ValueError(f"chunk_example is for {spec.TAL}, {spec.MR} and"
+                       f" {spec.HD}, not {self.config.task}")
+    return self._linspace(p, seed, offset, window)
+
+  def _linspace(self, p, seed, offset=None, window=None
+                ) -> Dict[str, tf.Tensor]:
+    """Linspace sampling of the record (or of `window` frames from
+    `offset`: targets in the window's frames, see `chunk_example`)."""
     c = self.config
     s_seg, s_vis, s_txt = tf.unstack(
         tf.random.experimental.stateless_split(seed, 3))
     n = tf.cast(p[spec.CLIP_FRAMES], tf.int32)
-    indices = sampling.linspace_indices(n, c.num_frames)
+    if window is None:
+      indices = sampling.linspace_indices(n, c.num_frames)
+    else:
+      n = tf.cast(window, tf.int32)  # the targets' video is the window
+      indices = tf.cast(offset, tf.int32) + sampling.linspace_indices(
+          n, c.num_frames)
     out = self._visual(p, indices, s_vis)
     out[spec.FRAME_MASK] = tf.ones([c.num_frames], tf.int32)
     out[spec.FRAME_INDICES] = indices
@@ -272,15 +298,19 @@ class Processor:
       out.update(self._metadata(p))
       return out
     seg = self._segments(p, s_seg)
+    start, end = seg["start"], seg["end"]
+    if window is not None:  # in the window's frames (padding stays invalid)
+      start = start - tf.cast(offset, start.dtype)
+      end = end - tf.cast(offset, end.dtype)
     pyr = c.pyramid_spec
     if c.task == spec.MR:
       labels, disp = loc_targets.moment_retrieval_targets(
-          seg["start"], seg["end"], seg["valid"], n, pyr,
+          start, end, seg["valid"], n, pyr,
           normalize_by_stride=c.normalize_displacements_by_stride)
       out.update(self._caption_text(seg["caption"], seg["text_valid"], seg))
     else:
       labels, disp = loc_targets.localization_targets(
-          seg["start"], seg["end"], seg["label"], n, c.num_output_classes,
+          start, end, seg["label"], n, c.num_output_classes,
           pyr, normalize_by_stride=c.normalize_displacements_by_stride)
       if c.task == spec.HD:
         query = _pad_or_trim(p[spec.SEGMENT_LABEL_STRING], 1, "")
@@ -297,6 +327,7 @@ class Processor:
     out[spec.DISPLACEMENTS] = disp
     out.update(self._ground_truth(seg))
     out.update(self._metadata(p))
+    out[spec.NUM_FRAMES_TOTAL] = n  # the window's, for a chunk
     return out
 
   def window_example(self, p, offset, seed) -> Dict[str, tf.Tensor]:

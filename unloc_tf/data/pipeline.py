@@ -222,15 +222,17 @@ def make_dataset(
       (seed, e, window index) -- a pure function of (seed, position), so a
       run can restart at any batch (`skip_batches`) without stored state.
       "buffer": tf.data's seeded file shuffle and shuffle buffer, reshuffled
-      every epoch (the reference's DMVR order; resumable only from a
-      checkpointed iterator).
+      every epoch (the reference's DMVR order).  Also restartable at any
+      batch, but by replaying the stream: every record consumed before the
+      start is read again (cheap for cached embeddings, not for frames).
     skip_batches: training batches of this pipeline already consumed: the
       dataset starts with the next one, exactly the batch an uninterrupted
-      pipeline yields then (order "epochs", `deterministic`).  Whole epochs
-      are jumped over; in the current epoch the records before the start
-      are read but not parsed (the shards' record counts are read from
-      their headers first).  Augmentation seeds follow the element index,
-      so they resume too.
+      pipeline yields then (with `deterministic`).  Order "epochs" jumps
+      over whole epochs, and in the current epoch reads the records before
+      the start without parsing them (the shards' record counts are read
+      from their headers first); order "buffer" reads, without parsing,
+      every record before the start.  Augmentation seeds follow the element
+      index, so they resume too.
 
   Returns:
     A `tf.data.Dataset` of dicts keyed by `unloc_tf.spec` batch keys, with
@@ -238,10 +240,8 @@ def make_dataset(
   """
   if order not in ORDERS:
     raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-  if skip_batches and (not is_training or order != "epochs"):
-    raise ValueError("skip_batches needs is_training=True and order="
-                     f"'epochs' (got is_training={is_training}, order="
-                     f"{order!r})")
+  if skip_batches and not is_training:
+    raise ValueError("skip_batches needs is_training=True")
   files = pipeline_files(list_files(file_pattern), input_context)
   batch_size = global_batch_size
   if input_context is not None:
@@ -263,6 +263,10 @@ def make_dataset(
                       reshuffle_each_iteration=True)
     if repeat:
       ds = ds.repeat()
+    if start:
+      # The seeded shuffles replay the same stream; the records before the
+      # start are read again (not parsed).
+      ds = ds.skip(start)
   # A per-element counter (the element's index in the whole stream) makes
   # the augmentation seeds independent of the order in which parallel
   # workers run, and of where a resumed run starts.

@@ -19,9 +19,14 @@ Outputs: TAL / HD `segments` [B, M, 2] float32 seconds, `scores` [B, M],
 
 Next to the model: `assets.extra/export_info.json` (task; per signature the
 inputs and outputs with their tensor names, dtypes and declared shapes, as
-TF Serving's GetModelMetadata reports them, and `required_shape` where the
-graph checks a fixed text count; class names, post-processing settings, op
-audit) and
+TF Serving's GetModelMetadata reports them (`serving_metadata`), and
+`required_shape` where the graph checks a fixed text count; class names,
+post-processing settings, op audit),
+`assets.extra/tf_serving_warmup_requests` (one valid request of batch 1 per
+signature, which TF Serving replays before it serves the version, so the
+first client does not pay the graph's warm-up: all-zero frames or
+embeddings, every frame real, total_frames = N0, 1 s per frame, and real
+text: the export's class names, or "warm up" per text row) and
 `assets.extra/operative_config.gin` (the gin config the model was built with,
 when given).  Written by `keras.export.ExportArchive` with a named
 `tf.TensorSpec` per input (keras_tf_pitfalls.md §5).
@@ -32,10 +37,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -44,7 +48,7 @@ import tensorflow as tf
 from unloc_tf import spec
 from unloc_tf import version as version_lib
 from unloc_tf.data import text as text_lib
-from unloc_tf.export import op_audit
+from unloc_tf.export import op_audit, serving_metadata, serving_requests
 from unloc_tf.export import signatures as signatures_lib
 from unloc_tf.tasks import base
 
@@ -55,25 +59,22 @@ SERVING_TEXT = "serving_text"
 TEXT_NON_CORE_OPS = ("RegexSplitWithOffsets", "NormalizeUTF8")
 INFO_FILENAME = "export_info.json"
 GIN_FILENAME = "operative_config.gin"
+WARMUP_FILENAME = serving_requests.WARMUP_FILENAME
 ASSETS_EXTRA = "assets.extra"
+# The text of the warm-up requests when the export has no class names.
+WARMUP_TEXT = "warm up"
 
 CLASS_NAMES = signatures_lib.CLASS_NAMES
 QUERIES = signatures_lib.QUERIES
 # The tasks that serve detections (classification pre-training does not).
 TASKS = (spec.TAL, spec.MR, spec.HD, spec.AS)
-_VERSION_DIR = re.compile(r"^\d+$")
 
 
 # ---------------------------------------------------------------------------
 # Versions.
 # ---------------------------------------------------------------------------
-def existing_versions(export_dir: str) -> List[int]:
-  """Sorted integer version subdirectories of a model base path."""
-  if not tf.io.gfile.isdir(export_dir):
-    return []
-  names = [n.rstrip("/") for n in tf.io.gfile.listdir(export_dir)]
-  return sorted(int(n) for n in names if _VERSION_DIR.match(n)
-                and tf.io.gfile.isdir(os.path.join(export_dir, n)))
+# Sorted integer version subdirectories of a model base path.
+existing_versions = serving_metadata.existing_versions
 
 
 def next_version(export_dir: str) -> int:
@@ -94,14 +95,50 @@ def _json_safe(value):
 
 
 def _tensor_info(info, required=None) -> Dict[str, Any]:
-  """A signature_def's `TensorInfo` as TF Serving's model metadata gives it:
-  the graph tensor's name, the dtype and the declared shape (None = any);
-  `required_shape` when the graph checks a stricter one (a fixed Nt)."""
-  shape = tf.TensorShape(info.tensor_shape).as_list()
-  out = {"name": info.name, "dtype": tf.dtypes.as_dtype(info.dtype).name,
-         "shape": shape}
-  if required is not None and list(required) != shape:
+  """A signature_def's `TensorInfo` as TF Serving's model metadata gives it
+  (`serving_metadata.tensor_info`), with `required_shape` when the graph
+  checks a stricter shape (a fixed Nt)."""
+  out = serving_metadata.tensor_info(info)
+  if required is not None and list(required) != out["shape"]:
     out["required_shape"] = list(required)
+  return out
+
+
+def warmup_requests(module: signatures_lib.ServingModule, names: Sequence[str],
+                    class_names: Optional[Sequence[str]],
+                    text_mask_rule: str) -> Dict[str, Dict[str, np.ndarray]]:
+  """{signature: one valid request of batch 1} for TF Serving's warm-up.
+
+  The video is `module.dummy_batch(1)`'s (all zero, every frame real); the
+  text is the class names (TAL / AS, when given and their count fits) or
+  WARMUP_TEXT once per text row, as strings for `serving_text` and
+  tokenised as the export's `TextTokenizer` does for `serving_default`.
+  """
+  video = {k: v for k, v in module.dummy_batch(1).items()
+           if k not in (spec.TEXT_IDS, spec.TEXT_MASK)}
+  if module.text_kind is None:
+    return {name: video for name in names}
+  count = module.num_text or 1
+  texts = [WARMUP_TEXT] * count
+  if module.text_kind == base.CLASS_NAMES and class_names and (
+      module.num_text in (None, len(class_names))):
+    texts = list(class_names)
+  rows = texts
+  if module.text_kind == base.CLASS_NAMES and module.prompts:
+    rows = text_lib.apply_prompts(texts, module.prompts)
+  tokenizer = module.tokenizer or text_lib.TextTokenizer(
+      module.text_max_length, keep_eos=module.keep_eos,
+      mask_rule=text_mask_rule)
+  ids, mask = tokenizer(tf.constant(rows))
+  out = {}
+  for name in names:
+    if name == SERVING_TEXT and module.text_kind == base.CLASS_NAMES:
+      out[name] = dict(video, **{CLASS_NAMES: np.array(texts, object)})
+    elif name == SERVING_TEXT:
+      out[name] = dict(video, **{QUERIES: np.array([texts], object)})
+    else:
+      out[name] = dict(video, **{spec.TEXT_IDS: ids.numpy()[None],
+                                 spec.TEXT_MASK: mask.numpy()[None]})
   return out
 
 
@@ -286,6 +323,9 @@ def export(
                         has_gin=operative_config is not None)
     with open(os.path.join(extra, INFO_FILENAME), "w") as f:
       json.dump(info, f, indent=1)
+    serving_requests.write_warmup_requests(
+        os.path.join(extra, WARMUP_FILENAME),
+        warmup_requests(module, list(endpoints), class_names, text_mask_rule))
     os.rename(tmp_dir, final_dir)
   except BaseException:
     shutil.rmtree(tmp_dir, ignore_errors=True)

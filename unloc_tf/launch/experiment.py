@@ -14,6 +14,13 @@ builder), the `train/` and `eval/` scoped `pipeline.make_dataset` and
 module is the only one that reads them; tools and the `Predictor` go through
 an `Experiment` and never import gin.  Gin's configuration is process-global,
 so loading an experiment replaces the previous one.
+
+Precision: `trainer.train.precision` (the PRECISION macro of
+gin/runs/train.gin; unknown names are refused when the experiment loads) is
+the Keras dtype policy of every model the experiment builds -- for training
+(the trainer applies it), evaluation, export and prediction
+(`model_fn`, `build_model`) -- set only while the model is built
+(`unloc_tf.train.precision.policy_scope`), never process-wide.
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ import tensorflow as tf
 from absl import logging
 
 import gin
-from unloc_tf.data import pipeline
+from unloc_tf.data import chunks, pipeline
 from unloc_tf.launch import bindings, config_files
 from unloc_tf.tasks import base
 from unloc_tf.train import evaluation, health, trainer
+from unloc_tf.train import precision as precision_lib
 
 _FLAG_OWNED = ("workdir", "strategy")
 _RECORD_WRITERS = ("tools/make_synthetic.py (the synthetic benchmark) or"
@@ -140,12 +148,25 @@ class Experiment:
     if not _bound("trainer.train.model_fn"):
       raise ValueError(f"{self.gin_files} bind no trainer.train.model_fn:"
                        " give an experiment (e.g. experiments/synthetic_tal)")
+    try:
+      precision_lib.check_precision(self.precision)
+    except ValueError as e:
+      raise ValueError(f"{e} (the gin macro PRECISION, bound to"
+                       " trainer.train.precision)") from None
 
   # -- what the experiment builds (resolved on demand: a job that needs no
   # -- data, e.g. building the model, reads none) ----------------------------
   @property
   def task(self) -> str:
     return self.eval_config.task
+
+  @property
+  def precision(self) -> str:
+    """The experiment's precision (`trainer.train.precision`, the PRECISION
+    macro; "float32" when unbound): the dtype policy of every model it
+    builds, for training, evaluation, export and prediction."""
+    value = _resolve("trainer.train.precision")
+    return precision_lib.FLOAT32 if value is None else value
 
   @functools.cached_property
   def train_config(self) -> pipeline.InputConfig:
@@ -170,25 +191,35 @@ class Experiment:
             or evaluation.Evaluator(self.task))
 
   def model_fn(self):
-    """A new, unbuilt task model (the experiment's `model_fn`)."""
-    return _resolve("trainer.train.model_fn")()
+    """A new, unbuilt task model (the experiment's `model_fn`), constructed
+    under the experiment's precision (its layers keep that dtype policy)."""
+    with precision_lib.policy_scope(self.precision):
+      return _resolve("trainer.train.model_fn")()
 
   def build_model(self):
     """A new task model, built for the evaluation batches (no weights
-    loaded; variables created by a symbolic trace, nothing computed)."""
-    model = self.model_fn()
-    config = self.eval_config
-    if config.prompt_index == -1:  # one prompt's shapes build the model
-      config = dataclasses.replace(config, prompt_index=0)
-    shapes = {k: shape for k, (shape, dtype) in
-              pipeline.describe_batch(config, False, 1).items()
-              if dtype != "string"}
-    model.build(shapes)
+    loaded; variables created by a symbolic trace, nothing computed), in
+    the experiment's precision."""
+    with precision_lib.policy_scope(self.precision):
+      model = self.model_fn()
+      config = self.eval_config
+      if config.prompt_index == -1:  # one prompt's shapes build the model
+        config = dataclasses.replace(config, prompt_index=0)
+      shapes = {k: shape for k, (shape, dtype) in
+                pipeline.describe_batch(config, False, 1).items()
+                if dtype != "string"}
+      model.build(shapes)
     return model
 
-  def eval_dataset(self):
-    """The evaluation dataset (`eval/pipeline.make_dataset`)."""
-    return _resolve("trainer.train.eval_data_fn")()
+  def eval_dataset(self, chunking: Optional[chunks.Chunking] = None):
+    """The evaluation dataset (`eval/pipeline.make_dataset`); with
+    `chunking` (not "off"), its records cut into windows
+    (`data.chunks.make_dataset`, same batch size)."""
+    if chunking is None or chunking.mode == "off":
+      return _resolve("trainer.train.eval_data_fn")()
+    return chunks.make_dataset(
+        _resolve("eval/pipeline.make_dataset.file_pattern"),
+        self.eval_config, chunking, global_batch_size=self.eval_batch_size)
 
   def load_model(self, workdir: str, checkpoint: str = "latest"):
     """(built model with a checkpoint of `workdir` restored, its step)."""
@@ -241,16 +272,21 @@ class Experiment:
     self.write_operative_config(workdir)
     return result
 
-  def evaluate(self, workdir: str, checkpoint: str = "latest"
+  def evaluate(self, workdir: str, checkpoint: str = "latest",
+               chunking: Optional[chunks.Chunking] = None
                ) -> Dict[str, Any]:
     """Official metrics of a checkpoint (`evaluation.evaluate`); a missing
-    checkpoint or missing records fail before the model is built."""
+    checkpoint or missing records fail before the model is built.  With
+    `chunking`, long videos are evaluated in windows (`data.chunks`)."""
     evaluation.checkpoint_path(workdir, checkpoint)  # fails before building
+    if chunking is not None:  # so does a bad window
+      c = self.eval_config
+      chunking.plan(c.task, c.num_frames, 1.0 / c.secs_per_timestep)
     self.check_records_exist("eval")
     return evaluation.evaluate(
         workdir=workdir, model_fn=self.build_model,
-        eval_data_fn=self.eval_dataset, evaluator=self.evaluator,
-        checkpoint=checkpoint)
+        eval_data_fn=lambda: self.eval_dataset(chunking),
+        evaluator=self.evaluator, checkpoint=checkpoint)
 
   def export(self, workdir: str, export_dir: str, checkpoint: str = "latest",
              text_signature: bool = True) -> tuple[str, int]:

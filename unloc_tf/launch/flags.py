@@ -57,6 +57,33 @@ def make_strategy():
   return strategy_lib.make_strategy(STRATEGY.value, TPU.value)
 
 
+def define_chunking_flags(default: str) -> None:
+  """Defines --chunking, --window_frames, --window_overlap and
+  --window_overlap_frames (the tools that run a model on long videos)."""
+  flags.DEFINE_enum(
+      "chunking", default, ["auto", "on", "off"],
+      "Long videos in windows of stored frames (unloc_tf.data.chunks): 'auto'"
+      " cuts a video whose whole-video tokens would be more than 2 s apart,"
+      " 'on' every video longer than a window, 'off' none (whole-video"
+      " linspace sampling, the paper's protocol).")
+  flags.DEFINE_integer("window_frames", None, "Stored frames per window"
+                       " (default: the model's N0; at least N0).")
+  flags.DEFINE_float("window_overlap", 0.25, "Overlap of consecutive windows,"
+                     " a fraction of the window in [0, 1).")
+  flags.DEFINE_integer("window_overlap_frames", None, "The overlap in stored"
+                       " frames (< the window); overrides --window_overlap.")
+
+
+def chunking():
+  """The `data.chunks.Chunking` of the flags of `define_chunking_flags`."""
+  from unloc_tf.data import chunks  # noqa: PLC0415
+
+  f = flags.FLAGS
+  return chunks.Chunking(mode=f.chunking, window_frames=f.window_frames,
+                         overlap=f.window_overlap,
+                         overlap_frames=f.window_overlap_frames)
+
+
 def parse_class_names(value: Optional[str]) -> Optional[Tuple[str, ...]]:
   """A `--class_names` flag: a classes.txt file (one per line) or a comma
   list; None when empty."""

@@ -18,6 +18,14 @@ checkpoint converter can map them one to one:
 `ClassificationHead[_l]/{ln{i}, conv{i}, output_projection}`,
 `RegressionHead[_l]/...`, `scale_{l}`, `shift_{l}`, and `output_projection`
 for the segmentation head.
+
+Mixed precision (a `mixed_bfloat16` / `mixed_float16` dtype policy): the
+LayerNorms and convolutions compute in the policy's compute dtype, but the
+output projections compute in the variables' dtype (float32), and so do the
+per-level scale / shift, the distance normalizer and the late-fusion cosine:
+the heads return float32 logits and distances whatever the policy, and the
+losses, decoding and metrics downstream stay float32.  Under the float32
+policy nothing changes.
 """
 
 from __future__ import annotations
@@ -32,6 +40,13 @@ SCORING_MODES = ("early", "late")
 # CLIP's initial temperature: logits = exp(logit_scale) * cosine.
 _INIT_LOGIT_SCALE = math.log(1.0 / 0.07)
 _L2_EPSILON = 1e-12
+
+
+def output_dtype(policy) -> str:
+  """The dtype an output projection computes in under `policy`: its
+  variables' (float32 under the mixed policies, so the logits are float32;
+  the policy's own under a float32 or pure bfloat16 / float16 policy)."""
+  return keras.dtype_policies.get(policy).variable_dtype
 
 
 def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
@@ -70,7 +85,8 @@ class ConvBlock(keras.layers.Layer):
     training: Unused (no dropout); accepted for a uniform call signature.
 
   Returns:
-    Float tensor [..., T, output_dim].
+    Float tensor [..., T, output_dim], in the variables' dtype (float32
+    under a mixed policy: the projection computes in it).
   """
 
   def __init__(
@@ -116,11 +132,13 @@ class ConvBlock(keras.layers.Layer):
           name=f"conv{i}",
         )
       )
+    # In the variables' dtype (float32 under a mixed policy): float32
+    # outputs, whatever the policy of the convolutions.
     self.output_projection = keras.layers.Dense(
       self.output_dim,
       kernel_initializer="glorot_normal",
       bias_initializer=keras.initializers.Constant(self.init_proj_bias),
-      dtype=self.dtype_policy,
+      dtype=output_dtype(self.dtype_policy),
       name="output_projection",
     )
 
@@ -249,7 +267,8 @@ class LocalizationHead(keras.layers.Layer):
     * early, `num_outputs=1`: [B, Nt, T_tot] and [B, Nt, T_tot, 2];
     * video-only: [B, C, T_tot] and [B, C, T_tot, 2];
     * late: [B, Nt, T_tot] and [B, Nt, T_tot, 2] (Nt of `text_embeddings`).
-    Distances are >= 0, in units of each level's stride.
+    Distances are >= 0, in units of each level's stride.  Both are in the
+    variables' dtype: float32 under a mixed policy.
   """
 
   def __init__(
@@ -368,12 +387,22 @@ class LocalizationHead(keras.layers.Layer):
         self.regression_heads[index].build(shape)
     if self.weight_sharing:
       for level in range(len(self.level_lengths)):
+        # Read in float32 under a mixed policy (autocast=False), with the
+        # float32 outputs of the projections.
         self.scales.append(
-          self.add_weight(name=f"scale_{level}", shape=(1,), initializer="ones")
+          self.add_weight(
+            name=f"scale_{level}",
+            shape=(1,),
+            initializer="ones",
+            autocast=False,
+          )
         )
         self.shifts.append(
           self.add_weight(
-            name=f"shift_{level}", shape=(1,), initializer="zeros"
+            name=f"shift_{level}",
+            shape=(1,),
+            initializer="zeros",
+            autocast=False,
           )
         )
     if self.scoring == "late":
@@ -381,11 +410,13 @@ class LocalizationHead(keras.layers.Layer):
         name="logit_scale",
         shape=(1,),
         initializer=keras.initializers.Constant(_INIT_LOGIT_SCALE),
+        autocast=False,
       )
       self.logit_bias = self.add_weight(
         name="logit_bias",
         shape=(1,),
         initializer=keras.initializers.Constant(self.classification_bias),
+        autocast=False,
       )
 
   def normalize_distances(self, distances: tf.Tensor) -> tf.Tensor:
@@ -431,7 +462,7 @@ class LocalizationHead(keras.layers.Layer):
         )
       if not self.output_per_class_displacements:
         x = tf.reduce_mean(x, axis=1, keepdims=True)  # [B, 1, T_l, D]
-      # [B, Nt or 1, T_l, 2 * num_pairs]
+      # [B, Nt or 1, T_l, 2 * num_pairs], float32
       raw = self.regression_heads[index](x, training=training)
       if self.weight_sharing:
         raw = raw * self.scales[level] + self.shifts[level]
@@ -465,16 +496,18 @@ class LocalizationHead(keras.layers.Layer):
       text: Float [Nt, D] or [B, Nt, D] text embeddings.
 
     Returns:
-      Float [B, Nt, T_tot] logits.
+      Float [B, Nt, T_tot] logits, in the variables' dtype (float32 under a
+      mixed policy, like the cosine itself).
     """
-    text = tf.convert_to_tensor(text, dtype=self.compute_dtype)
+    text = tf.convert_to_tensor(text)
     if text.shape[-1] is not None and text.shape[-1] != video.shape[-1]:
       raise ValueError(
         f"text_embeddings width {text.shape[-1]} != token width "
         f"{video.shape[-1]}."
       )
-    video = _l2_normalize(video)
-    text = _l2_normalize(text)
+    dtype = self.variable_dtype
+    video = _l2_normalize(tf.cast(video, dtype))
+    text = _l2_normalize(tf.cast(text, dtype))
     if text.shape.rank == 2:
       cosine = tf.einsum("btd,nd->bnt", video, text)
     elif text.shape.rank == 3:
@@ -522,7 +555,8 @@ class SegmentationHead(keras.layers.Layer):
     tokens: Float [B, C, T, D]: every class text fused with the video.
 
   Returns:
-    Float logits [B, T, C].
+    Float logits [B, T, C], in the variables' dtype (float32 under a mixed
+    policy: the projection computes in it).
   """
 
   def __init__(self, init_bias: float = -6.6, **kwargs):
@@ -532,7 +566,7 @@ class SegmentationHead(keras.layers.Layer):
       1,
       kernel_initializer="glorot_uniform",
       bias_initializer=keras.initializers.Constant(self.init_bias),
-      dtype=self.dtype_policy,
+      dtype=output_dtype(self.dtype_policy),
       name="output_projection",
     )
 

@@ -31,6 +31,11 @@ def gather_rows(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   ctx = tf.distribute.get_replica_context()
   if ctx is None or ctx.num_replicas_in_sync == 1:
     return x, tf.constant(0, tf.int32)
+  if x.dtype in (tf.bfloat16, tf.float16):
+    # Collectives need not support half types (mixed precision); the sum
+    # has one non-zero term per element, so the round trip is exact.
+    gathered, start = gather_rows(tf.cast(x, tf.float32))
+    return tf.cast(gathered, x.dtype), start
   n = ctx.num_replicas_in_sync
   b = tf.shape(x)[0]
   start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b

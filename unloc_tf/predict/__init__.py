@@ -2,8 +2,10 @@
 `Predictor.from_saved_model(...)`, then `.predict(paths, queries=...)`
 (all videos batched together) or `predict_videos(predictor, paths,
 output_dir)` (each video on its own: bad ones reported and skipped, finished
-ones skipped on a rerun, outputs written atomically)."""
+ones skipped on a rerun, outputs written atomically).  Long videos are cut
+into windows as `Chunking` (`data.chunks`) says."""
 
+from unloc_tf.data.chunks import Chunking
 from unloc_tf.predict.outputs import (
     Summary,
     output_paths,
@@ -25,7 +27,7 @@ from unloc_tf.predict.videos import (
     video_records,
 )
 
-__all__ = ["SIGNATURES", "TASKS", "Predictor", "Summary", "Video", "decode",
-           "list_videos", "output_names", "output_paths", "predict_videos",
-           "saved_model_dir", "temporal_resolution", "video_records",
-           "write_outputs"]
+__all__ = ["SIGNATURES", "TASKS", "Chunking", "Predictor", "Summary", "Video",
+           "decode", "list_videos", "output_names", "output_paths",
+           "predict_videos", "saved_model_dir", "temporal_resolution",
+           "video_records", "write_outputs"]

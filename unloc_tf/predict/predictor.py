@@ -6,34 +6,41 @@
     result["detections"][0]  # {"query", "segment": [12.4, 18.0], "score"}
 
 Every video goes the way evaluation goes, so the detections equal what
-`tools/evaluate.py` reports for records built from the same file: decode at
-the experiment's fps (`predict.videos`) → records → the evaluation pipeline
-(linspace sampling of N0 frames over the whole video for TAL / MR / HD,
-non-overlapping sliding windows for AS) → the model's `forward` + `decode`,
-or the SavedModel's signature, which runs the same decoding → the task's
-`TaskResults` → detections per video in seconds, best first.  AS: a run of
-frames a..b predicted as one class is the segment [a / fps, (b + 1) / fps],
-scored by the class's mean sigmoid over the run.
+`tools/evaluate.py` reports for records built from the same file (with the
+same chunking): decode at the experiment's fps (`predict.videos`) → records
+→ the evaluation pipeline's examples (linspace sampling of N0 frames over
+the whole video for TAL / MR / HD, non-overlapping sliding windows for AS)
+→ the model's `forward` + `decode`, or the SavedModel's signature, which
+runs the same decoding → the task's `TaskResults` → detections per video in
+seconds, best first.  AS: a run of frames a..b predicted as one class is the
+segment [a / fps, (b + 1) / fps], scored by the class's mean sigmoid over
+the run.
+
+Long videos (`chunking`, default "auto", `data.chunks`): a video whose
+whole-video tokens would be more than 2 s apart is cut into windows of N0
+stored frames (overlap 25%), each run as a video of its own; the windows'
+detections are merged in video time (`tasks.chunks.WindowMerger`).  Frames
+are decoded as a stream and go to the model window by window: at most about
+two windows of JPEG frames are held, whatever the video's length.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import shutil
-import tempfile
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from unloc_tf import spec, tasks
-from unloc_tf.data import pipeline, records
+from unloc_tf.data import chunks, pipeline, records
+from unloc_tf.data import video as video_lib
 from unloc_tf.launch import experiment as experiment_lib
 from unloc_tf.predict import videos as videos_lib
+from unloc_tf.tasks import chunks as chunks_lib
 
 TASKS = (spec.TAL, spec.MR, spec.HD, spec.AS)
 SIGNATURES = ("serving_default", "serving_text")
@@ -111,16 +118,31 @@ class Predictor:
     settings: decoding and class names of the task's results.
     source: a description of the model.
     batch_size: videos (or windows) per batch.
+    chunking: long videos in windows (`data.chunks.Chunking`; default
+      "auto": windows of N0 frames for videos whose whole-video tokens would
+      be more than 2 s apart).
+
+  Raises:
+    ValueError: a chunking whose window is shorter than N0, or whose
+      overlap is not shorter than the window.
   """
 
   def __init__(self, config: pipeline.InputConfig, runner: Runner,
                settings: tasks.MetricSettings, source: str,
-               batch_size: int = 1):
+               batch_size: int = 1,
+               chunking: Optional[chunks.Chunking] = None):
     self.config = config
     self.runner = runner
     self.settings = settings
     self.source = source
     self.batch_size = int(batch_size)
+    self.chunking = chunking or chunks.Chunking()
+    self.plan(1.0 / config.secs_per_timestep)  # fails early
+
+  def plan(self, fps: float) -> chunks.WindowPlan:
+    """The windows of videos stored at `fps`."""
+    c = self.config
+    return self.chunking.plan(c.task, c.num_frames, fps, c.eval_windows)
 
   @property
   def task(self) -> str:
@@ -133,7 +155,9 @@ class Predictor:
                    gin_bindings: Sequence[str] = (),
                    task: Optional[str] = None,
                    class_names: Optional[Sequence[str]] = None,
-                   batch_size: Optional[int] = None) -> "Predictor":
+                   batch_size: Optional[int] = None,
+                   chunking: Optional[chunks.Chunking] = None
+                   ) -> "Predictor":
     """The experiment's model restored from a training workdir.
 
     Args:
@@ -145,6 +169,7 @@ class Predictor:
       class_names: TAL / AS class names (default: the config's; any names
         for a text-conditioned model, i.e. zero-shot).
       batch_size: evaluation batch size (default: the config's).
+      chunking: long videos in windows (default "auto", see the class).
     """
     files = experiment_lib.workdir_gin_files(gin_files, workdir)
     experiment, config = _load_config(files, gin_bindings, task, class_names)
@@ -170,7 +195,7 @@ class Predictor:
                                    class_names=config.class_names)
     return cls(config, run, settings,
                f"checkpoint {workdir} ({checkpoint}, step {step})",
-               batch_size or experiment.eval_batch_size)
+               batch_size or experiment.eval_batch_size, chunking)
 
   @classmethod
   def from_saved_model(cls, path: str, *,
@@ -179,11 +204,14 @@ class Predictor:
                        gin_bindings: Sequence[str] = (),
                        task: Optional[str] = None,
                        class_names: Optional[Sequence[str]] = None,
-                       batch_size: Optional[int] = None) -> "Predictor":
+                       batch_size: Optional[int] = None,
+                       chunking: Optional[chunks.Chunking] = None
+                       ) -> "Predictor":
     """An exported SavedModel (a version directory or the base path, whose
     largest version is used), called through `signature`: serving_default
     takes the pipeline's token ids, serving_text strings.  The config is
-    `gin_files`, else the export's assets.extra/operative_config.gin."""
+    `gin_files`, else the export's assets.extra/operative_config.gin;
+    `chunking` as `from_workdir`."""
     if signature not in SIGNATURES:
       raise ValueError(f"--signature must be one of {SIGNATURES}")
     path = saved_model_dir(path)
@@ -202,12 +230,14 @@ class Predictor:
     experiment, config = _load_config(gin_files, gin_bindings,
                                       task or info.get("task"), class_names)
     run = _SavedModelRunner(path, signature, config, info)
-    decode = tasks.DecodeSettings(background_logit_threshold=float(
-        info.get("postprocess", {}).get("background_logit_threshold", 0.0)))
+    # The export's decoding (the windows' merge uses its Soft-NMS too).
+    names = {f.name for f in dataclasses.fields(tasks.DecodeSettings)}
+    decode = tasks.DecodeSettings(**{
+        k: v for k, v in info.get("postprocess", {}).items() if k in names})
     settings = tasks.MetricSettings(class_names=config.class_names,
                                     decode=decode)
     return cls(config, run, settings, f"saved_model {path} ({signature})",
-               batch_size or experiment.eval_batch_size)
+               batch_size or experiment.eval_batch_size, chunking)
 
   # -- prediction ------------------------------------------------------------
   def check_queries(self, queries: Sequence[str]) -> List[str]:
@@ -233,6 +263,10 @@ class Predictor:
     a video that does not decode raises `data.video.VideoDecodeError`;
     `predict.predict_videos` runs videos one by one and skips bad ones).
 
+    Each video is decoded as a stream and cut into the windows of
+    `self.chunking` as its frames arrive (module docstring); a report line
+    per video says how it was sampled once its frames are all read.
+
     Args:
       paths: video files.
       queries: MR / HD texts (MR records hold `num_captions_eval` queries
@@ -247,7 +281,8 @@ class Predictor:
     Returns:
       One dict per video: {"name", "video", "task", "model", "fps",
       "duration" (s), "num_frames" (stored), "num_tokens" (N0),
-      "secs_per_token", "queries" (MR / HD) or "class_names" (TAL / AS),
+      "secs_per_token", "chunked" (cut into windows), "windows" (model
+      windows), "queries" (MR / HD) or "class_names" (TAL / AS),
       "detections": [{"label" or "query", "segment": [s, e], "score"}]}.
     """
     task, config = self.task, self.config
@@ -262,65 +297,104 @@ class Predictor:
       logging.warning("--fps=%g but the model's records are at %g fps", fps,
                       config_fps)
     short_side = int(short_side or config.min_resize)
-    num_tokens = config.num_frames
-    plan, recs = [], []
-    for path, name in zip(paths, names):
-      video = videos_lib.decode(path, name, fps, short_side, jpeg_quality)
-      res = videos_lib.temporal_resolution(task, video.num_frames,
-                                           num_tokens, fps)
-      how = (f"{math.ceil(video.num_frames / num_tokens)} window(s) of"
-             f" {num_tokens} frames" if task == spec.AS else
-             f"{num_tokens} tokens (linspace)")
-      report(f"{path}: {video.duration:.1f} s, {video.num_frames} frames at"
-             f" {fps:g} fps; {how}: {res:.3f} s per model token")
-      if res > coarse_secs:
-        hint = ("use a higher --fps" if task == spec.AS else
-                "split the video or use a model with more frames")
-        report(f"WARNING: {path}: coarse temporal resolution, {res:.2f} s"
-               f" per model token (> {coarse_secs:g} s): segment boundaries"
-               f" are only that precise; {hint}")
-      keys = []
-      for rec, _ in videos_lib.video_records(video, task, queries,
-                                             config.num_captions_eval):
-        keys.append(f"{rec.media_id}#{rec.example_id}"
-                    if rec.example_id is not None else rec.media_id)
-        recs.append(rec)
-      plan.append((video.path, video.name, video.duration, video.num_frames,
-                   res, keys))
-      video.jpegs = []  # in the records now
-    detections = self._detections(recs)
+    plan = self.plan(fps)
+    videos: List[dict] = []  # per video, filled as its stream ends
+    failed: List[Exception] = []
+
+    def window_records() -> Iterator[chunks.WindowRecord]:
+      # Runs inside tf.data: an exception would lose its type there, so it
+      # is kept and raised after the dataset ends.
+      try:
+        for path, name in zip(paths, names):
+          yield from self._video_records(path, name, queries, fps,
+                                         short_side, jpeg_quality, plan,
+                                         videos)
+          info = videos[-1]
+          res = plan.secs_per_token(info["num_frames"], fps)
+          info["secs_per_token"] = res
+          report(f"{path}: {info['duration']:.1f} s, {info['num_frames']}"
+                 f" frames at {fps:g} fps; {plan.describe(info['num_frames'])}"
+                 f": {res:.3f} s per model token")
+          if res > coarse_secs:
+            hint = ("use a higher --fps" if task == spec.AS else
+                    "use --chunking=auto or on (windows), or a model with"
+                    " more frames")
+            report(f"WARNING: {path}: coarse temporal resolution, {res:.2f} s"
+                   f" per model token (> {coarse_secs:g} s): segment"
+                   f" boundaries are only that precise; {hint}")
+      except Exception as e:  # noqa: BLE001  (re-raised below)
+        failed.append(e)
+
+    detections = self._detections(window_records)
+    if failed:
+      raise failed[0]
     out = []
-    for path, name, duration, num_stored, res, keys in plan:
-      result = {"name": name, "video": path, "task": task,
-                "model": self.source, "fps": fps, "duration": duration,
-                "num_frames": num_stored, "num_tokens": num_tokens,
-                "secs_per_token": res}
+    for info in videos:
+      result = {"name": info["name"], "video": info["path"], "task": task,
+                "model": self.source, "fps": fps,
+                "duration": info["duration"],
+                "num_frames": info["num_frames"], "num_tokens":
+                config.num_frames, "secs_per_token": info["secs_per_token"],
+                "chunked": plan.chunked(info["num_frames"]),
+                "windows": plan.num_windows(info["num_frames"])}
       if task in (spec.MR, spec.HD):
         result["queries"] = list(queries)
       else:
         result["class_names"] = list(config.class_names or ())
-      dets = [d for key in keys for d in detections.get(key, [])]
+      dets = [d for key in info["keys"] for d in detections.get(key, [])]
       dets.sort(key=lambda d: -d["score"])  # stable: ties keep their order
       result["detections"] = dets
       out.append(result)
     return out
 
-  def _detections(self, recs: Sequence[records.VideoRecord]
+  def _video_records(self, path: str, name: str, queries: List[str],
+                     fps: float, short_side: int, jpeg_quality: int,
+                     plan: chunks.WindowPlan, videos: List[dict]
+                     ) -> Iterator[chunks.WindowRecord]:
+    """The serialized records of one video, window by window; appends the
+    video's {"path", "name", "duration", "num_frames", "keys"} to `videos`
+    when its frames are all read."""
+    task = self.task
+    reader = video_lib.VideoReader(path, fps, short_side)
+    keys: List[str] = []
+    index = 0
+    for window in chunks.stream(videos_lib.jpegs(reader, jpeg_quality),
+                                plan):
+      whole = window.last and window.offset == 0 and (
+          len(window.frames) == window.video_frames)
+      duration = (float(reader.duration) if whole
+                  else len(window.frames) / fps)
+      video = videos_lib.Video(path, name, window.frames, fps, duration)
+      recs = videos_lib.video_records(video, task, queries,
+                                      self.config.num_captions_eval)
+      if not keys:
+        keys = [f"{rec.media_id}#{rec.example_id}"
+                if rec.example_id is not None else rec.media_id
+                for rec, _ in recs]
+      for rec, _ in recs:
+        ex = records.to_sequence_example(rec, task)
+        yield (path, index, ex.SerializeToString(), window.offset,
+               window.video_frames, int(window.last))
+        index += 1
+      del video, window, recs  # the window's frames go with the records
+    videos.append({"path": path, "name": name,
+                   "duration": float(reader.duration),
+                   "num_frames": reader.num_frames, "keys": keys})
+
+  def _detections(self, records_fn: Callable[[], Iterator[chunks.WindowRecord]]
                   ) -> Dict[str, List[dict]]:
-    """{record key: detections} of records, through a temporary shard."""
-    tmp_dir = tempfile.mkdtemp(prefix="unloc_predict_")
-    try:
-      shard = records.write_shards(recs, os.path.join(tmp_dir, "predict"),
-                                   1, task=self.task)
-      dataset = pipeline.make_dataset(shard, self.config, is_training=False,
-                                      global_batch_size=self.batch_size,
-                                      deterministic=True)
-      results = tasks.results_for(self.task, self.settings)
-      for batch in dataset:
-        results.add(*self.runner(batch))
-      return results.detections()
-    finally:
-      shutil.rmtree(tmp_dir, ignore_errors=True)
+    """{record key: detections} of the records of `records_fn`, window by
+    window, merged per video."""
+    dataset = chunks.window_dataset(records_fn, self.config,
+                                    global_batch_size=self.batch_size)
+    results = tasks.results_for(self.task, self.settings)
+    merger = chunks_lib.WindowMerger(self.task, self.settings.decode)
+    for batch in dataset:
+      for host in merger.add(*self.runner(batch)):
+        results.add(*host)
+    for host in merger.flush():
+      results.add(*host)
+    return results.detections()
 
 
 class _SavedModelRunner:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from unloc_tf import spec
 from unloc_tf.data import records
@@ -73,21 +75,27 @@ class Video:
     return len(self.jpegs)
 
 
+def jpegs(reader: Iterable[np.ndarray], jpeg_quality: int = 90
+          ) -> Iterator[bytes]:
+  """The stored frames of a `data.video.VideoReader` as JPEG bytes, each
+  encoded as it is decoded (the same bytes as `frames_to_jpeg` of
+  `decode_video`'s frames; a repeated frame, when upsampling, is encoded
+  once)."""
+  last = jpeg = None
+  for frame in reader:
+    if frame is not last:
+      jpeg = video_lib.frames_to_jpeg(frame[None], jpeg_quality)[0]
+      last = frame
+    yield jpeg
+
+
 def decode(path: str, name: str, fps: float, short_side: int,
            jpeg_quality: int = 90) -> Video:
-  """Decodes a video as the record builder does (each frame JPEG-encoded as
-  it is decoded: the same bytes as `frames_to_jpeg` of `decode_video`'s
-  frames; long videos are never all in memory as pixels)."""
+  """Decodes a whole video as the record builder does (JPEG bytes of every
+  stored frame in memory; never all of its pixels)."""
   reader = video_lib.VideoReader(path, fps, short_side)
-  jpegs: List[bytes] = []
-  last = None
-  for frame in reader:  # streams: long videos are never all in memory
-    if frame is last:  # a repeated frame (upsampling): the same bytes
-      jpegs.append(jpegs[-1])
-      continue
-    jpegs.extend(video_lib.frames_to_jpeg(frame[None], jpeg_quality))
-    last = frame
-  return Video(path, name, jpegs, float(fps), float(reader.duration))
+  frames = list(jpegs(reader, jpeg_quality))
+  return Video(path, name, frames, float(fps), float(reader.duration))
 
 
 def video_records(video: Video, task: str, queries: Sequence[str],

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from unloc_tf import losses as losses_lib
 from unloc_tf import spec
+from unloc_tf.layers import heads as heads_lib
 from unloc_tf.metrics import segmentation
 from unloc_tf.models import unloc_backbone
 from unloc_tf.tasks import base
@@ -37,9 +38,11 @@ class VideoTextClassifier(base.UnlocTask):
   def __init__(self, backbone, init_bias: float = 0.0, **kwargs):
     super().__init__(backbone, **kwargs)
     self.init_bias = init_bias
+    # float32 logits under a mixed precision policy (`heads.output_dtype`).
     self.classifier = keras.layers.Dense(
         1, kernel_initializer="glorot_normal",
         bias_initializer=keras.initializers.Constant(init_bias),
+        dtype=heads_lib.output_dtype(self.dtype_policy),
         name="classification_head")
 
   def call(self, inputs, training=False):

@@ -1,2 +1,2 @@
-"""Training: strategies, optimisers and schedules, checkpoints, health checks
-and the custom training loop (`trainer.train`)."""
+"""Training: strategies, optimisers and schedules, checkpoints, health checks,
+mixed precision and the custom training loop (`trainer.train`)."""

@@ -13,6 +13,10 @@ the host (numpy):
   AS         frame accuracy (micro, background counted) over whole videos
              assembled from the sliding windows
   CLS        mean average precision over classes and top-1 accuracy
+
+A dataset of windows of long videos (`data.chunks.make_dataset`, chunked
+inference) is decoded window by window and merged into one row per video
+(`tasks.chunks.WindowMerger`) before the metrics.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import tensorflow as tf
 from unloc_tf import spec
 from unloc_tf.data import pipeline
 from unloc_tf.metrics import formats, localization
-from unloc_tf.tasks import base
+from unloc_tf.tasks import base, chunks
 from unloc_tf.train import checkpoints
 
 BATCH_MASK = "batch_mask"
@@ -104,15 +108,22 @@ class Evaluator:
                        f" a {model.task} model")
     results = model.new_results(self.metric_settings)
     self.last_submission = Submission(model.task)
+    # Windows of long videos (data.chunks datasets) → one row per video.
+    merger = chunks.WindowMerger(model.task, self.decode_settings)
+
+    def add(rows):
+      for host in rows:
+        results.add(*host)
+        self.last_submission.add(*host)
+
     # A damaged shard: the error names it (pipeline.make_dataset datasets).
     with pipeline.naming_damaged_shards(pipeline.source_files(dataset)):
       for batch in dataset:
         detections = model.decode(self.forward(model, batch), batch,
                                   self.decode_settings)
-        host = ({k: v.numpy() for k, v in batch.items()},
-                {k: v.numpy() for k, v in detections.items()})
-        results.add(*host)
-        self.last_submission.add(*host)
+        add(merger.add({k: v.numpy() for k, v in batch.items()},
+                       {k: v.numpy() for k, v in detections.items()}))
+    add(merger.flush())
     return results
 
   def __call__(self, model, dataset, step: int = 0) -> Dict[str, float]:

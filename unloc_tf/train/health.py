@@ -22,6 +22,12 @@ class HealthError(RuntimeError):
   """Training cannot go on usefully; the message says what to check."""
 
 
+# A dynamic loss scale starts at 2**15 and halves at every step with
+# non-finite gradients; below 1 the gradients were not finite at any useful
+# scale, and every step is being skipped.
+MIN_LOSS_SCALE = 1.0
+
+
 class HealthMonitor:
   """Checks every training step.
 
@@ -33,7 +39,9 @@ class HealthMonitor:
   `check_step` raises `HealthError` on:
     * no positive label in the first `window` batches of this run;
     * a NaN or infinite loss;
-    * a learning rate <= 0 after the warm-up.
+    * a learning rate <= 0 after the warm-up;
+    * a float16 loss scale below `MIN_LOSS_SCALE` (mixed_float16: the
+      gradients keep being non-finite, so the steps are skipped).
   """
 
   def __init__(self, window: int = 20, warmup_steps: int = 0,
@@ -46,7 +54,8 @@ class HealthMonitor:
 
   def check_step(self, step: int, loss: float,
                  num_positive: Optional[float] = None,
-                 learning_rate: Optional[float] = None) -> None:
+                 learning_rate: Optional[float] = None,
+                 loss_scale: Optional[float] = None) -> None:
     """Checks the step that just ran.
 
     Args:
@@ -55,6 +64,8 @@ class HealthMonitor:
       num_positive: positive entries of the global batch's `labels` (None
         for batches without labels).
       learning_rate: the base learning rate the step used.
+      loss_scale: the float16 loss scale after the step (None without
+        loss scaling).
     """
     if not math.isfinite(loss):
       raise HealthError(
@@ -74,6 +85,15 @@ class HealthMonitor:
           " (base_learning_rate 0, a decay factor of 0, decay_events or"
           " total_steps in epochs instead of steps, or the optimizer's step"
           " counter was reset).")
+    if loss_scale is not None and loss_scale < MIN_LOSS_SCALE:
+      raise HealthError(
+          f"the mixed_float16 loss scale fell to {loss_scale:g} at step"
+          f" {step}: the gradients were not finite at any scale, so the"
+          " steps were skipped and the model does not train. The float16"
+          " forward or backward pass overflows or divides by zero (or the"
+          " gradients are NaN for another reason): check that it trains"
+          " with PRECISION = 'float32', then use 'float32' or"
+          " 'mixed_bfloat16' (float32's range).")
     if num_positive is not None and self._batches < self.window:
       self._batches += 1
       self._positives += float(num_positive)

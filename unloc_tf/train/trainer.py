@@ -23,6 +23,16 @@ the backward pass, then `optimizer.apply`, which sums the gradients over
 replicas, clips and updates (`unloc_tf.train.optimizers`).  The step counter
 is `optimizer.iterations`, so the schedule, checkpoints and logs agree.
 
+Precision (`precision`, `unloc_tf.train.precision`): the model is built
+under that Keras dtype policy (float32 variables, bfloat16 / float16
+compute, float32 logits and losses).  With "mixed_float16" the optimizer is
+wrapped in a dynamic `LossScaleOptimizer`: the replica step differentiates
+the loss times the loss scale, and `apply` divides the gradients by it
+before the wrapped optimizer sums, clips and applies them; a step with
+non-finite gradients is skipped (the scale halves) but still counts as a
+step.  The logged loss, the health checks and the clipping see unscaled
+values; the loss scale is logged as `loss_scale`.
+
 XLA (`jit_compile=True`) compiles only the per-replica forward + backward,
 never `strategy.run` with its collectives, and only when:
   * the process drives one replica (the default strategy, MWMS with one
@@ -39,11 +49,12 @@ Input: one plain tf.data pipeline per worker (`train_data_fn` with the
 worker's `InputContext`), whose batches `strategy.run` hands to the worker's
 replicas.  What the checkpoints keep of the input (`data_state`):
   * "position" (default): nothing but the step.  The training order of
-    `pipeline.make_dataset` (order "epochs") and its augmentation are pure
-    functions of (seed, element index), so a resumed run rebuilds the
-    pipeline with `skip_batches = step * batches per step` and reads
-    exactly the batches an uninterrupted run reads next; checkpoints stay
-    the size of the model and optimizer.
+    `pipeline.make_dataset` and its augmentation are pure functions of
+    (seed, element index), so a resumed run rebuilds the pipeline with
+    `skip_batches = step * batches per step` and reads exactly the batches
+    an uninterrupted run reads next (order "epochs" jumps over whole
+    epochs; order "buffer" re-reads the records consumed before);
+    checkpoints stay the size of the model and optimizer.
   * "iterator": the tf.data iterator (exact for any dataset; the iterators
     of `strategy.distribute_datasets_from_function` are not trackable in TF
     2.21, a plain one is).  Its state holds the pipeline's buffers -- the
@@ -83,12 +94,15 @@ from unloc_tf import spec
 from unloc_tf.data import pipeline
 from unloc_tf.train import checkpoints as ckpt_lib
 from unloc_tf.train import health as health_lib
+from unloc_tf.train import precision as precision_lib
 from unloc_tf.train import strategy as strategy_lib
 
 _COLLECTIVE_OPS = ("Collective", "NcclAllReduce", "AllReduce", "AllGather")
 # The progress bar's running mean of the loss (since the run or its resume
 # started), named apart from the log's per-step "step loss".
 PROGBAR_LOSS = "mean loss"
+# The float16 loss scale in the logs (mixed_float16 only).
+LOSS_SCALE = "loss_scale"
 
 
 def _numeric(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -239,6 +253,7 @@ def train(
     progress: bool = True,
     health_window: int = 20,
     data_state: str = "position",
+    precision: str = "float32",
 ) -> Dict[str, Any]:
   """Trains (or resumes training) a task model until `total_steps`.
 
@@ -289,6 +304,11 @@ def train(
       calls `train_data_fn(input_context=..., seed=resume_seed(seed,
       step))`; not exact).  The mode of a run must not change between
       restarts.
+    precision: "float32", "mixed_bfloat16" or "mixed_float16" (module
+      docstring): the Keras dtype policy `model_fn` is built under, and
+      loss scaling for float16.  Checkpoints hold float32 variables whatever
+      the precision; a "mixed_float16" run's optimizer state also holds the
+      loss scale, so it resumes only as "mixed_float16".
 
   Returns:
     {"step": the final step, "loss": the last step's loss (None if no step
@@ -308,6 +328,7 @@ def train(
   if data_state not in DATA_STATES:
     raise ValueError(f"data_state must be one of {DATA_STATES}, got"
                      f" {data_state!r}")
+  precision_lib.check_precision(precision)
   chief = strategy_lib.is_chief(strategy)
   t_start = time.perf_counter()
   tf.io.gfile.makedirs(workdir)
@@ -321,17 +342,18 @@ def train(
   local_replicas = strategy_lib.local_replicas(strategy)
   dataset, train_files = _train_dataset(train_data_fn, context)
   with strategy.scope():
-    model = model_fn()
-    if not model.built:
-      model(_zeros_like_spec(dataset.element_spec), training=False)
-    optimizer = optimizer_fn()
+    with precision_lib.policy_scope(precision):
+      model = model_fn()
+      if not model.built:
+        model(_zeros_like_spec(dataset.element_spec), training=False)
+    optimizer = precision_lib.wrap_optimizer(optimizer_fn(), precision)
     optimizer.build(model.trainable_variables)
   # Otherwise the iterator starts (and fills its buffers) only once the
   # restored step, hence its position or seed, is known.
   iterator = iter(dataset) if data_state == "iterator" else None
 
-  logging.info("model and optimizer built (%.1f s)",
-               time.perf_counter() - t_start)
+  logging.info("model and optimizer built (%.1f s, %s)",
+               time.perf_counter() - t_start, precision)
   checkpointer = ckpt_lib.Checkpointer(
       _worker_checkpoint_dir(workdir, strategy), model, optimizer, iterator,
       max_to_keep=keep_checkpoints,
@@ -382,7 +404,10 @@ def train(
     with tf.GradientTape() as tape:
       outputs = model(batch, training=True)
       loss = model.compute_loss(x=batch, y_pred=outputs)
-    grads = tape.gradient(loss, model.trainable_variables)
+      # Times the loss scale under mixed_float16 (`optimizer.apply` divides
+      # the gradients by it again); the loss returned stays unscaled.
+      scaled_loss = precision_lib.scale_loss(optimizer, loss)
+    grads = tape.gradient(scaled_loss, model.trainable_variables)
     logs = {k: tf.cast(v, tf.float32)
             for k, v in dict(getattr(model, "last_losses", {}) or {}).items()
             if k != "loss" and tf.convert_to_tensor(v).shape.rank == 0}
@@ -418,6 +443,8 @@ def train(
                  if labels is not None else tf.constant(-1.0))
     return loss, logs, positives
 
+  scale_variable = precision_lib.loss_scale(optimizer)
+
   @tf.function
   def train_step(it):
     learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
@@ -430,12 +457,15 @@ def train(
     loss, logs, positives = strategy.run(replica_step, args=(batch,))
     sum_ = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, None)
     mean = lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, None)
-    return (sum_(loss), {k: mean(v) for k, v in logs.items()},
-            sum_(positives), learning_rate)
+    logs = {k: mean(v) for k, v in logs.items()}
+    if scale_variable is not None:  # after this step's update of the scale
+      logs[LOSS_SCALE] = tf.identity(scale_variable.value)
+    return sum_(loss), logs, sum_(positives), learning_rate
 
   # --- the loop ----------------------------------------------------------
   writers = _Writers(workdir, chief)
-  schedule = getattr(optimizer, "_learning_rate", None)
+  schedule = getattr(precision_lib.inner_optimizer(optimizer),
+                     "_learning_rate", None)
   monitor = health_lib.HealthMonitor(
       window=health_window, warmup_steps=getattr(schedule, "warmup_steps", 0),
       total_steps=total_steps)
@@ -449,7 +479,8 @@ def train(
       metrics = history[max(history, key=int)]
   progbar = None
   if progress and chief and step < total_steps:
-    progbar = keras.utils.Progbar(total_steps, stateful_metrics=["lr"])
+    progbar = keras.utils.Progbar(total_steps,
+                                  stateful_metrics=["lr", LOSS_SCALE])
     progbar.update(step)
   last_saved = restore_step
   last_eval = None
@@ -508,7 +539,8 @@ def train(
       logs = {k: float(v) for k, v in logs_t.items()}
       positives = float(positives_t)
       monitor.check_step(step, loss_value,
-                         positives if positives >= 0 else None, lr)
+                         positives if positives >= 0 else None, lr,
+                         loss_scale=logs.get(LOSS_SCALE))
       step += 1
       if progbar is not None:
         # Progbar averages what it is given since the run (or resume)
