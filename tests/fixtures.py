@@ -86,6 +86,18 @@ _BACKBONE_FIELDS = {
     f.name for f in dataclasses.fields(unloc_backbone.BackboneConfig)}
 
 
+def keeps_dtype_policy():
+  """Fixture body (`pytest.fixture(autouse=True)(keeps_dtype_policy)`):
+  the test leaves Keras' global dtype policy as it found it."""
+  import keras  # noqa: PLC0415
+
+  before = keras.config.dtype_policy()
+  yield
+  after = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(before)
+  assert after.name == before.name, "a test changed the global dtype policy"
+
+
 def build_task(builder, size: str = "tiny", **kwargs):
   """`builder(BackboneConfig(size, ...), ...)` with the keyword arguments
   split between the backbone's configuration and the task builder (tests

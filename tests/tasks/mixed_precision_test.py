@@ -28,14 +28,7 @@ RTOL = 0.02
 STEPS = 3
 
 
-@pytest.fixture(autouse=True)
-def _restore_dtype_policy():
-  """Every test leaves Keras' global dtype policy as it found it."""
-  before = keras.config.dtype_policy()
-  yield
-  after = keras.config.dtype_policy()
-  keras.config.set_dtype_policy(before)
-  assert after.name == before.name, "a test changed the global dtype policy"
+_keeps_dtype_policy = pytest.fixture(autouse=True)(fixtures.keeps_dtype_policy)
 
 
 def _model(task, text="embeddings"):

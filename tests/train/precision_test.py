@@ -23,14 +23,7 @@ from unloc_tf.train import health, optimizers, precision, trainer
 ALLOWED = "'float32', 'mixed_bfloat16', 'mixed_float16'"
 
 
-@pytest.fixture(autouse=True)
-def _restore_dtype_policy():
-  """Every test leaves Keras' global dtype policy as it found it."""
-  before = keras.config.dtype_policy()
-  yield
-  after = keras.config.dtype_policy()
-  keras.config.set_dtype_policy(before)
-  assert after.name == before.name, "a test changed the global dtype policy"
+_keeps_dtype_policy = pytest.fixture(autouse=True)(fixtures.keeps_dtype_policy)
 
 
 def test_policy_scope_sets_the_policy_only_inside():
