@@ -4,7 +4,8 @@ r"""Evaluates a trained UnLoc with the official metrics.
       --gin_bindings="DATA_DIR='/tmp/unloc_main/data'" --workdir=/tmp/w \
       [--checkpoint=best]
 
-Uses the training config (its eval/ input pipeline and evaluator); writes
+Without --gin_file it reads <workdir>/operative_config.gin, the config
+training wrote (--gin_bindings still apply on top).  Uses the training config (its eval/ input pipeline and evaluator); writes
 <workdir>/eval/metrics_<step>.json, the predictions in the benchmark's
 official format and, for HD (or MR of an unlabeled split),
 submission_<step>.jsonl in the QVHighlights format.  On an unlabeled split
@@ -44,7 +45,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   workdir = launch_flags.required_workdir()
-  experiment = launch_flags.load_experiment()
+  experiment = launch_flags.load_experiment(use_workdir_config=True)
   result = experiment.evaluate(workdir, _CHECKPOINT.value,
                                chunking=launch_flags.chunking())
   print(json.dumps(result, indent=2))

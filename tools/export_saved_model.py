@@ -4,6 +4,9 @@ r"""Exports a trained UnLoc as a SavedModel for TF Serving.
       --gin_bindings="DATA_DIR='/tmp/syn'" --workdir=/tmp/w_tal \
       --export_dir=/tmp/serving/unloc_tal [--checkpoint=best]
 
+Without --gin_file it reads <workdir>/operative_config.gin, the config
+training wrote (--gin_bindings still apply on top).
+
 Writes <export_dir>/<next integer version>/ (the layout TF Serving watches)
 with the `serving_default` (numeric tensors) and, for text models,
 `serving_text` (tf.string queries / class names) signatures, and in
@@ -45,7 +48,7 @@ def main(argv):
   if not _EXPORT_DIR.value:
     raise app.UsageError("--export_dir is required")
   workdir = launch_flags.required_workdir()
-  experiment = launch_flags.load_experiment()
+  experiment = launch_flags.load_experiment(use_workdir_config=True)
   path, step = experiment.export(workdir, _EXPORT_DIR.value,
                                  _CHECKPOINT.value, _TEXT_SIGNATURE.value)
   print(f"exported step {step} to {path}")

@@ -36,7 +36,8 @@ def test_train_evaluate_export(tmp_path):
        "--gin_bindings=trainer.train.jit_compile=False")
   assert os.path.exists(os.path.join(work, "operative_config.gin"))
   assert os.path.exists(os.path.join(work, "checkpoints", "ckpt-4.index"))
-  out = _run("tools/evaluate.py", *gin_args, "--checkpoint=latest")
+  # Without --gin_file: the workdir's operative config.
+  out = _run("tools/evaluate.py", f"--workdir={work}", "--checkpoint=latest")
   result = json.loads(out[out.index("{"):])
   assert result["step"] == 4
   assert 0.0 <= result["metrics"]["mAP@0.5"] <= 1.0
