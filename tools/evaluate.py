@@ -5,7 +5,8 @@ r"""Evaluates a trained UnLoc with the official metrics.
       [--checkpoint=best]
 
 Without --gin_file it reads <workdir>/operative_config.gin, the config
-training wrote (--gin_bindings still apply on top).  Uses the training config (its eval/ input pipeline and evaluator); writes
+training wrote (--gin_bindings still apply on top).  Uses the training
+config (its eval/ input pipeline and evaluator); writes
 <workdir>/eval/metrics_<step>.json, the predictions in the benchmark's
 official format and, for HD (or MR of an unlabeled split),
 submission_<step>.jsonl in the QVHighlights format.  On an unlabeled split

@@ -53,7 +53,6 @@ import dataclasses
 import math
 from typing import (
   Callable,
-  Dict,
   Generic,
   Iterable,
   Iterator,
@@ -69,7 +68,6 @@ from unloc_tf import spec
 from unloc_tf.data import examples, input_config, pipeline, sampling
 
 MODES = ("auto", "on", "off")
-BATCH_MASK = input_config.BATCH_MASK
 _T = TypeVar("_T")
 
 
@@ -333,20 +331,6 @@ def stream(frames: Iterable[_T], plan: WindowPlan) -> Iterator[Window[_T]]:
 # ---------------------------------------------------------------------------
 # Datasets of window examples.
 # ---------------------------------------------------------------------------
-def _pad_batch(batch: Dict[str, tf.Tensor], batch_size: int):
-  """Pads a partial batch to `batch_size` rows and adds `batch_mask` (as
-  the evaluation pipeline's batches)."""
-  real = tf.shape(batch[spec.VIDEO_ID])[0]
-  out = {}
-  for key, value in batch.items():
-    pad = [[0, batch_size - real]] + [[0, 0]] * (len(value.shape) - 1)
-    fill = "" if value.dtype == tf.string else 0
-    out[key] = tf.ensure_shape(tf.pad(value, pad, constant_values=fill),
-                               [batch_size] + value.shape[1:].as_list())
-  out[BATCH_MASK] = tf.cast(tf.range(batch_size) < real, tf.int32)
-  return out
-
-
 def _window_examples(ds: tf.data.Dataset, proc: examples.Processor,
                      plan: WindowPlan, parallel) -> tf.data.Dataset:
   """(source_file, record_index, serialized, chunk_offset, video_frames,
@@ -385,7 +369,7 @@ def _window_examples(ds: tf.data.Dataset, proc: examples.Processor,
 def _batches(ds: tf.data.Dataset, batch_size: int,
              prefetch: Optional[int]) -> tf.data.Dataset:
   ds = ds.batch(batch_size, drop_remainder=False)
-  ds = ds.map(lambda b: _pad_batch(b, batch_size))
+  ds = ds.map(lambda b: pipeline.pad_batch(b, batch_size))
   ds = ds.prefetch(prefetch or tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = True

@@ -155,7 +155,7 @@ def _training_records(files: list[str], seed: int, cycle_length: int,
   return ds.skip(offset) if offset else ds
 
 
-def _pad_batch(batch: Dict[str, tf.Tensor], batch_size: int):
+def pad_batch(batch: Dict[str, tf.Tensor], batch_size: int):
   """Pads a final partial batch to `batch_size` rows; adds `batch_mask`."""
   real = tf.shape(next(iter(batch.values())))[0]
 
@@ -311,7 +311,7 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=True)
   else:
     ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(lambda b: _pad_batch(b, batch_size))
+    ds = ds.map(lambda b: pad_batch(b, batch_size))
   ds = ds.prefetch(prefetch or tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = deterministic or not is_training
