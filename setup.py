@@ -54,8 +54,11 @@ setuptools.setup(
     extras_require={
         "data": ["av==18.1.0", "tqdm>=4.60", "matplotlib>=3.7"],
         "viz": ["matplotlib>=3.7"],
+        # Dataset conversion / feature extraction on Apache Beam.
+        "beam": ["apache-beam>=2.60,<3"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6",
-                "matplotlib>=3.7", "tensorflow-serving-api>=2.20,<2.22"],
+                "matplotlib>=3.7", "tensorflow-serving-api>=2.20,<2.22",
+                "apache-beam>=2.60,<3"],
     },
     entry_points={
         "console_scripts": [

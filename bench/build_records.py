@@ -5,7 +5,10 @@ scrolling colour texture, moving squares and noise), copies
 it to `--videos` files listed in an ActivityNet 1.3 JSON, and converts them
 (`unloc_tf.datasets.builder.convert`, as tools/build_records.py: --fps=10
 --short_side=256, JPEG quality 90) with 1 worker (in-process) and 2 worker
-processes.  Also times decode + resize alone
+processes, then on Apache Beam's local runner
+(`unloc_tf.datasets.beam_conversion`, --beam_pipeline_options=
+direct_num_workers=1 / 2: in-process / 2 SDK worker processes), checking
+that its shards are byte-identical to the multiprocess path's.  Also times decode + resize alone
 (`unloc_tf.data.video.VideoReader`, no JPEG).
 
 Rows: stored frames converted per second (frames_per_s), seconds of video
@@ -37,7 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
 from unloc_tf.data import video as video_io  # noqa: E402
-from unloc_tf.datasets import builder  # noqa: E402
+from unloc_tf.datasets import beam_conversion, builder  # noqa: E402
+from unloc_tf.launch import cli  # noqa: E402
 
 WIDTH, HEIGHT, SOURCE_FPS, FPS = 854, 480, 30, 10.0
 
@@ -73,6 +77,11 @@ def write_video(path: str, seconds: float, seed: int = 0) -> None:
       container.mux(packet)
 
 
+def _read(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
 def _cpu_seconds() -> float:
   """CPU time (user + system) of this process and its finished children."""
   own = resource.getrusage(resource.RUSAGE_SELF)
@@ -82,7 +91,7 @@ def _cpu_seconds() -> float:
 
 class RssSampler:
   """Polls /proc (every 0.1 s, in a thread) for the RSS of this process's
-  children: the peak of the largest child and of main + children.
+  descendants: the peak of the largest one and of main + descendants.
 
   (`getrusage(RUSAGE_CHILDREN)` is no use here: a fork-exec'd child inherits
   the parent's RSS high-water mark.)
@@ -106,17 +115,24 @@ class RssSampler:
     return 0.0
 
   def _children(self):
-    me = os.getpid()
+    """Every descendant (Beam's SDK workers are grandchildren)."""
+    parents = {}
     for pid in os.listdir("/proc"):
       if not pid.isdigit():
         continue
       try:
         with open(f"/proc/{pid}/stat") as f:
-          ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+          parents[pid] = f.read().rsplit(")", 1)[1].split()[1]
       except (OSError, IndexError, ValueError):
         continue
-      if ppid == me:
-        yield pid
+    family = {str(os.getpid())}
+    grew = True
+    while grew:
+      kids = {p for p, pp in parents.items() if pp in family} - family
+      grew = bool(kids)
+      family |= kids
+    family.discard(str(os.getpid()))
+    return family
 
   def _run(self):
     while not self._stop.is_set():
@@ -139,7 +155,10 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--videos", type=int, default=4)
   parser.add_argument("--seconds", type=float, default=60.0)
-  parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+  parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+  parser.add_argument("--beam_workers", type=int, nargs="*", default=[1, 2],
+                      help="Beam rows (direct_num_workers; needs the beam"
+                           " extra; none: --beam_workers with no value)")
   args = parser.parse_args()
   tmp = tempfile.mkdtemp(prefix="unloc_bench_records_")
   try:
@@ -197,6 +216,36 @@ def main():
                    "main_rss_mib": common.peak_rss_mib(),
                    "worker_rss_mib": rss.peak_child_mib,
                    "total_rss_mib": rss.peak_total_mib})
+    for workers in args.beam_workers:
+      opts = builder.Options(
+          "activitynet", ann, videos, os.path.join(tmp, f"beam{workers}"),
+          split="val", fps=FPS, short_side=256, num_shards=args.videos,
+          progress=False)
+      cpu0 = _cpu_seconds()
+      with cli.quiet_worker_processes([]), RssSampler() as rss, \
+          common.Timer() as t:
+        report = beam_conversion.convert_with_beam(
+            opts, f"direct_num_workers={workers}")
+      cpu = _cpu_seconds() - cpu0
+      frames = report["written"]["frames"]
+      assert report["written"]["videos"] == args.videos, report["issues"]
+      same = None
+      if args.workers:  # byte-identical to the multiprocess path's shards
+        ref = os.path.join(tmp, f"out{args.workers[0]}")
+        same = all(_read(os.path.join(ref, s)) == _read(
+            os.path.join(opts.output_dir, s)) for s in report["shards"])
+        assert same, "Beam shards differ from the multiprocess path's"
+      rows.append({"mode": "convert on Beam (FnApiRunner"
+                           f"{', processes' if workers > 1 else ''})",
+                   "workers": workers, "videos": args.videos,
+                   "frames": frames, "seconds": t.seconds,
+                   "frames_per_s": frames / t.seconds,
+                   "video_s_per_s": args.videos * args.seconds / t.seconds,
+                   "cpu_s": cpu, "cpu_ms_per_frame": 1000 * cpu / frames,
+                   "main_rss_mib": common.peak_rss_mib(),
+                   "worker_rss_mib": rss.peak_child_mib,
+                   "total_rss_mib": rss.peak_total_mib,
+                   "same_bytes": same})
     common.report("build_records", rows, {
         "source": f"{WIDTH}x{HEIGHT} {SOURCE_FPS} fps h264",
         "fps": FPS, "short_side": 256, "cores": os.cpu_count(),

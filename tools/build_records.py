@@ -38,8 +38,8 @@ else the sorted labels of the whole annotation file); `<split>.report.json`
 fingerprints, to resume).  A one-line summary is printed.
 
 Determinism and resume: shards are a pure function of the annotations and N
-(byte-identical whatever --num_workers); a restarted command skips the
-finished shards.  Other inputs or options on an existing output are an error
+(byte-identical whatever --num_workers, and on Apache Beam with
+--beam_pipeline_options); a restarted command skips the finished shards.  Other inputs or options on an existing output are an error
 (--overwrite rewrites every shard).
 
 Report reasons (nothing is dropped silently): missing_video,
@@ -53,6 +53,8 @@ Usage (from the repo root; or the installed `unloc-build-records`):
       --annotations=activity_net.v1-3.min.json --subset=validation \
       --videos_dir=/data/anet/videos --output_dir=/data/anet/records \
       --split=val --num_shards=64 --num_workers=8
+  python tools/build_records.py --format=activitynet ... \
+      --beam_pipeline_options=direct_num_workers=2
   python tools/build_records.py --format=qvhighlights \
       --annotations=highlight_val_release.jsonl --videos_dir=/data/qvh \
       --output_dir=/data/qvh/records --split=val
@@ -138,6 +140,14 @@ def _define_flags() -> None:
   flags.DEFINE_float("duration_tolerance", 1.0,
                      "Report annotated vs decoded durations that differ by"
                      " more than this many seconds.")
+  flags.DEFINE_string(
+      "beam_pipeline_options", None,
+      "Convert on Apache Beam (the beam extra) instead of local processes:"
+      " Beam's pipeline flags as key=value,... without dashes, e.g."
+      " 'direct_num_workers=2' (local processes) or"
+      " 'runner=DataflowRunner,project=P,region=R,temp_location=gs://B/t,"
+      "setup_file=./setup.py' (README: Dataset conversion on Apache Beam)."
+      "  Same shards, byte for byte.")
   flags.DEFINE_bool("overwrite", False,
                     "Rewrite every shard instead of resuming.")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -160,7 +170,17 @@ def main(argv):
     opts.check()
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from e
-  print(summary_line(convert(opts)))
+  if f.beam_pipeline_options is None:
+    print(summary_line(convert(opts)))
+    return
+  if f.num_workers > 1:
+    raise app.UsageError("--num_workers is for the multiprocess path; on"
+                         " Beam the runner sets the parallelism (e.g."
+                         " direct_num_workers=2 in --beam_pipeline_options)")
+  from unloc_tf.datasets import beam_conversion  # noqa: PLC0415 (optional)
+  with cli.quiet_worker_processes():
+    report = beam_conversion.convert_with_beam(opts, f.beam_pipeline_options)
+  print(summary_line(report))
 
 
 def run():

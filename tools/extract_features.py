@@ -6,6 +6,7 @@ r"""Caches frozen image-tower frame embeddings (and text embeddings) in records.
       --gin_file=experiments/synthetic_mr \
       --gin_bindings="DATA_DIR='/data/syn'" --workdir=/tmp/w_mr \
       [--checkpoint=best] [--keep_frames=false] [--text_embeddings]
+      [--beam_pipeline_options=direct_num_workers=2]
 
   python tools/extract_features.py --input='/data/anet/*.tfrecord' \
       --output_dir=/data/anet_emb --model_size=base_16 --frame_token=gap \
@@ -75,6 +76,13 @@ def _define_flags() -> None:
                       " list or a classes.txt file (default: the config's).")
   flags.DEFINE_enum("cls_slots", "auto", list(features.CLS_SLOT_MODES),
                     "CLS row of each frame (unloc_tf.features.embedders).")
+  flags.DEFINE_string(
+      "beam_pipeline_options", None,
+      "Extract on Apache Beam (the beam extra), one input shard per task:"
+      " Beam's pipeline flags as key=value,... without dashes, e.g."
+      " 'direct_num_workers=2' (local processes) or 'runner=DataflowRunner,"
+      "project=P,region=R,temp_location=gs://B/t,setup_file=./setup.py'"
+      " (README: Dataset conversion on Apache Beam).  Same shards.")
   flags.DEFINE_bool("overwrite", False, "Recompute existing output shards.")
   flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -106,12 +114,21 @@ def _towers() -> features.Towers:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  summary = features.extract(
-      FLAGS.input, FLAGS.output_dir, _towers(), batch_size=FLAGS.batch_size,
-      keep_frames=FLAGS.keep_frames, text_embeddings=FLAGS.text_embeddings,
+  options = dict(
+      batch_size=FLAGS.batch_size, keep_frames=FLAGS.keep_frames,
+      text_embeddings=FLAGS.text_embeddings,
       class_names=launch_flags.parse_class_names(FLAGS.class_names),
-      cls_slots=FLAGS.cls_slots, overwrite=FLAGS.overwrite,
-      progress=FLAGS.progress)
+      cls_slots=FLAGS.cls_slots, overwrite=FLAGS.overwrite)
+  if FLAGS.beam_pipeline_options is None:
+    summary = features.extract(FLAGS.input, FLAGS.output_dir, _towers(),
+                               progress=FLAGS.progress, **options)
+  else:
+    towers = _towers()
+    from unloc_tf.features import beam_extraction  # noqa: PLC0415
+    with cli.quiet_worker_processes():
+      summary = beam_extraction.extract_with_beam(
+          FLAGS.input, FLAGS.output_dir, towers,
+          FLAGS.beam_pipeline_options, **options)
   print(f"wrote {len(summary['written'])} shard(s), skipped"
         f" {len(summary['skipped'])} existing, to {FLAGS.output_dir}")
   print(f"cached mode: --gin_bindings=\"INPUT_MODE='embeddings'\""

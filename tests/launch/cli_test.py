@@ -89,3 +89,26 @@ def test_importing_tensorflow_is_quiet_by_default():
                               if k != "TF_CPP_MIN_LOG_LEVEL"})
   assert quiet.stdout.strip() == "ok"
   assert "InitializeLog" not in quiet.stderr and "I0000" not in quiet.stderr
+
+
+def test_worker_processes_start_quietly(capfd, monkeypatch):
+  """Lines a worker process (Beam's local runner) writes to the inherited
+  stderr: its start-up noise is dropped, anything else passes, in order."""
+  monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+  lines = ["INFO:__main__:Logging handler created.",
+           "WARNING:root:apitools not found, and bigquery client libraries"
+           " are not available despite the import not raising an ImportError.",
+           "a real problem",
+           "WARNING:__main__:No semi_persistent_directory found",
+           "I0000 00:00:1796678545.716576    6457 port.cc:153] oneDNN custom"
+           " operations are on.",
+           "WARNING:absl:a warning of ours"]
+  code = f"import sys; sys.stderr.write({chr(10).join(lines)!r} + '\\n')"
+  capfd.readouterr()
+  with cli.quiet_worker_processes(["t"]):
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+  assert capfd.readouterr().err == "a real problem\nWARNING:absl:a warning" \
+      " of ours\n"
+  with cli.quiet_worker_processes(["t", "--verbosity=1"]):
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+  assert capfd.readouterr().err == "\n".join(lines) + "\n"

@@ -23,7 +23,8 @@ the file, the line or record and the field) and its planner (`plan_*`:
 annotations -> `common.VideoItem`s).  `common` has the plan, the report
 reasons, `read_class_list` and the video lookup; `builder.convert(Options)`
 decodes the videos and writes the shards (`video_records.convert_video`
-per video).
+per video); `beam_conversion.convert_with_beam` writes the same shards on an
+Apache Beam runner (the optional `beam` extra).
 
 The readers import no TensorFlow; the builder names (`Options`, `convert`,
 ...) are loaded from `builder` (which does) on first use.

@@ -1,10 +1,12 @@
 """Annotations + videos -> TFRecord shards: the record builder.
 
 `convert(Options)` plans the items of an annotation file (the dataset
-module's `plan_<format>`, `PLANNERS`), finds their videos, decodes them
-(`convert_video`, in spawned worker processes with
-`num_workers` > 1) and writes one `tf.SequenceExample` per record in the
-record contract of `unloc_tf.data.schema`.
+module's `plan_<format>`, `PLANNERS`), finds their videos (`plan`), decodes
+them (`convert_video`, in spawned worker processes with `num_workers` > 1)
+and writes one `tf.SequenceExample` per record in the record contract of
+`unloc_tf.data.schema`.  `unloc_tf.datasets.beam_conversion` writes the
+same bytes from the same plan on an Apache Beam runner.  Output paths may
+be `tf.io.gfile` URLs (gs://...).
 
 Output (`<output_dir>`):
   <split>-0000i-of-0000N.tfrecord   the shards (N = num_shards);
@@ -238,9 +240,22 @@ class Options:
 
 def _atomic_write(path: str, text: str) -> None:
   tmp = path + ".incomplete"
-  with open(tmp, "w", encoding="utf-8") as f:
+  with tf.io.gfile.GFile(tmp, "w") as f:
     f.write(text)
-  os.replace(tmp, path)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _glob(directory: str, pattern: str) -> List[str]:
+  """Files in `directory` (local or a tf.io.gfile URL such as gs://)
+  matching `pattern`; `directory` is taken literally."""
+  if "://" in directory:
+    return tf.io.gfile.glob(directory.rstrip("/") + "/" + pattern)
+  return glob.glob(os.path.join(glob.escape(directory), pattern))
+
+
+def _read_text(path: str) -> str:
+  with tf.io.gfile.GFile(path, "r") as f:
+    return f.read()
 
 
 def _fingerprint(opts: Options, params: Params, classes: Sequence[str],
@@ -264,9 +279,8 @@ def _fingerprint(opts: Options, params: Params, classes: Sequence[str],
 def _write_classes(opts: Options, classes: Sequence[str]) -> None:
   text = "".join(c + "\n" for c in classes)
   path = os.path.join(opts.output_dir, "classes.txt")
-  if os.path.exists(path) and not opts.overwrite:
-    with open(path, encoding="utf-8") as f:
-      old = f.read()
+  if tf.io.gfile.exists(path) and not opts.overwrite:
+    old = _read_text(path)
     if old != text:
       raise ValueError(
           f"{path} exists with another class list ({len(old.splitlines())}"
@@ -300,33 +314,125 @@ class _Bar:
       self._bar.close()
 
 
-def convert(opts: Options) -> dict:
-  """Converts the annotations + videos to shards; returns the report.
+@dataclasses.dataclass
+class ConversionPlan:
+  """What a conversion writes, before any video is decoded (`plan`).
+
+  Attributes:
+    opts, params: the options and what a worker needs of them.
+    classes: the class list (TAL / AS / CLS; else empty).
+    items: every video item, sorted by id, videos located.
+    shard_items: items[k::N], the items of shard k, in order.
+    paths: the N shard paths.
+    part_paths: the N part paths (`<split>.parts/0000k-of-0000N.json`).
+    keys: the N shard fingerprints.
+    parts: the part of each finished shard (resumed), else None.
+    started: `time.perf_counter()` when planning began.
+  """
+
+  opts: Options
+  params: Params
+  classes: List[str]
+  items: List[common.VideoItem]
+  shard_items: List[List[common.VideoItem]]
+  paths: List[str]
+  part_paths: List[str]
+  keys: List[str]
+  parts: List[Optional[dict]]
+  started: float
+
+  @property
+  def todo(self) -> List[int]:
+    """The shards still to write."""
+    return [k for k, part in enumerate(self.parts) if part is None]
+
+  def new_part(self, k: int) -> dict:
+    """The empty part (report counts) of shard k."""
+    return {"fingerprint": self.keys[k],
+            "shard": os.path.basename(self.paths[k]),
+            "videos": len(self.shard_items[k]), "videos_converted": 0,
+            "records": 0, "frames": 0, "segments": 0,
+            "without_targets": 0, "max_queries": 0, "issues": []}
+
+  def commit(self, k: int, part: dict, tmp: str) -> None:
+    """Publishes shard k (`commit_shard`)."""
+    commit_shard(self.part_paths[k], self.paths[k], part, tmp)
+    self.parts[k] = part
+
+  def reload_parts(self, shards: Sequence[int]) -> None:
+    """Reads the parts of `shards` (written by other processes)."""
+    for k in shards:
+      self.parts[k] = json.loads(_read_text(self.part_paths[k]))
+
+  def report(self, skipped: int) -> dict:
+    """Writes `<split>.report.json` from the parts of every shard."""
+    opts = self.opts
+    report = _report(opts, self.params, self.classes, self.items, self.paths,
+                     self.parts, skipped, time.perf_counter() - self.started)
+    path = os.path.join(opts.output_dir, opts.split + ".report.json")
+    _atomic_write(path, json.dumps(report, indent=1) + "\n")
+    report["report_path"] = path
+    return report
+
+
+def commit_shard(part_path: str, shard_path: str, part: dict,
+                 tmp: str) -> None:
+  """Publishes a shard: its part first (a shard under its final name always
+  has its part), then `tmp` renamed to the shard."""
+  _atomic_write(part_path, json.dumps(part, indent=1) + "\n")
+  tf.io.gfile.rename(tmp, shard_path, overwrite=True)
+
+
+def video_counts(res: VideoResult) -> dict:
+  """What one video adds to its shard's part (`add_counts`)."""
+  return {"videos_converted": int(res.converted),
+          "records": len(res.serialized),
+          "frames": res.frames * len(res.serialized),
+          "segments": res.segments, "without_targets": res.without_targets,
+          "max_queries": res.max_queries, "issues": list(res.issues)}
+
+
+def add_counts(part: dict, counts: dict) -> None:
+  """Adds one video's `video_counts` to a shard's part."""
+  for key in ("videos_converted", "records", "frames", "segments",
+              "without_targets"):
+    part[key] += counts[key]
+  part["max_queries"] = max(part["max_queries"], counts["max_queries"])
+  part["issues"].extend(counts["issues"])
+
+
+def plan(opts: Options) -> ConversionPlan:
+  """Checks the options, plans the items, writes the class lists and finds
+  the shards finished by an earlier run (module docstring: resume).
 
   Raises:
-    ValueError / FileNotFoundError / formats.FormatError: bad options or a
-      malformed annotation file (never for a bad video).
+    ValueError / FileNotFoundError / formats.FormatError: bad options, a
+      malformed annotation file or one with nothing to convert.
   """
-  t0 = time.perf_counter()
+  started = time.perf_counter()
   opts.check()
   task = opts.task_or_default()
-  fps = opts.fps_or_default()
-  params = Params(task, fps, opts.short_side, opts.jpeg_quality,
-                  float(opts.duration_tolerance), opts.upscale)
+  params = Params(task, opts.fps_or_default(), opts.short_side,
+                  opts.jpeg_quality, float(opts.duration_tolerance),
+                  opts.upscale)
   items, classes = PLANNERS[opts.format](opts)
+  if not items:
+    subset = f" with subset {opts.subset!r}" if opts.subset else ""
+    raise ValueError(
+        f"{opts.annotations}: no annotated videos{subset} (format"
+        f" {opts.format}): nothing to convert; check --annotations,"
+        " --format and --subset")
   items.sort(key=lambda it: it.video_id)
   common.locate_videos(items, common.index_videos(opts.videos_dir))
-  os.makedirs(opts.output_dir, exist_ok=True)
+  tf.io.gfile.makedirs(opts.output_dir)
   if task in (spec.TAL, spec.AS, spec.CLS):
     _write_classes(opts, classes)
   num_shards = opts.num_shards
   shard_items = [items[k::num_shards] for k in range(num_shards)]
   paths = records.shard_paths(os.path.join(opts.output_dir, opts.split),
                               num_shards)
-  others = sorted(
-      set(glob.glob(os.path.join(glob.escape(opts.output_dir),
-                                 glob.escape(opts.split) + "-*-of-*.tfrecord")))
-      - set(paths))
+  others = sorted(set(_glob(opts.output_dir, opts.split
+                            + "-*-of-*.tfrecord")) - set(paths))
   if others:
     # `<split>-*.tfrecord` (the pipeline's pattern) would read them too.
     raise ValueError(
@@ -334,17 +440,16 @@ def convert(opts: Options) -> dict:
         f" another --num_shards ({os.path.basename(others[0])}, ...);"
         " remove them or use another --output_dir / --split")
   parts_dir = os.path.join(opts.output_dir, opts.split + ".parts")
-  os.makedirs(parts_dir, exist_ok=True)
+  tf.io.gfile.makedirs(parts_dir)
   part_paths = [os.path.join(parts_dir, f"{k:05d}-of-{num_shards:05d}.json")
                 for k in range(num_shards)]
   parts: List[Optional[dict]] = [None] * num_shards
   keys = [_fingerprint(opts, params, classes, s) for s in shard_items]
   for k in range(num_shards):
-    if opts.overwrite or not (os.path.exists(paths[k])
-                              and os.path.exists(part_paths[k])):
+    if opts.overwrite or not (tf.io.gfile.exists(paths[k])
+                              and tf.io.gfile.exists(part_paths[k])):
       continue
-    with open(part_paths[k], encoding="utf-8") as f:
-      part = json.load(f)
+    part = json.loads(_read_text(part_paths[k]))
     if part.get("fingerprint") != keys[k]:
       raise ValueError(
           f"{paths[k]} exists but was written from other annotations,"
@@ -352,45 +457,40 @@ def convert(opts: Options) -> dict:
           f" {part_paths[k]} differs); use a new --output_dir or"
           " --overwrite")
     parts[k] = part
-  skipped = sum(p is not None for p in parts)
-  todo = [k for k in range(num_shards) if parts[k] is None]
-  bar = _Bar(opts.progress, len(items),
-             sum(len(shard_items[k]) for k in range(num_shards)
-                 if parts[k] is not None), opts.split)
+  return ConversionPlan(opts, params, list(classes or []), items,
+                        shard_items, paths, part_paths, keys, parts, started)
+
+
+def convert(opts: Options) -> dict:
+  """Converts the annotations + videos to shards; returns the report.
+
+  Raises:
+    ValueError / FileNotFoundError / formats.FormatError: bad options or a
+      malformed annotation file (never for a bad video).
+  """
+  conv = plan(opts)
+  todo = conv.todo
+  skipped = opts.num_shards - len(todo)
+  bar = _Bar(opts.progress, len(conv.items),
+             len(conv.items) - sum(len(conv.shard_items[k]) for k in todo),
+             opts.split)
   with contextlib.ExitStack() as stack:
     stack.callback(bar.close)
-    jobs = [item for k in todo for item in shard_items[k]]
-    results = _ordered_results(jobs, params, opts.num_workers)
+    jobs = [item for k in todo for item in conv.shard_items[k]]
+    results = _ordered_results(jobs, conv.params, opts.num_workers)
     stack.callback(results.close)
     for k in todo:
-      tmp = paths[k] + ".incomplete"
-      part = {"fingerprint": keys[k], "shard": os.path.basename(paths[k]),
-              "videos": len(shard_items[k]), "videos_converted": 0,
-              "records": 0, "frames": 0, "segments": 0,
-              "without_targets": 0, "max_queries": 0, "issues": []}
+      tmp = conv.paths[k] + ".incomplete"
+      part = conv.new_part(k)
       with tf.io.TFRecordWriter(tmp) as writer:
-        for _ in shard_items[k]:
+        for _ in conv.shard_items[k]:
           res = next(results)
           for data in res.serialized:
             writer.write(data)
-          part["videos_converted"] += int(res.converted)
-          part["records"] += len(res.serialized)
-          part["frames"] += res.frames * len(res.serialized)
-          part["segments"] += res.segments
-          part["without_targets"] += res.without_targets
-          part["max_queries"] = max(part["max_queries"], res.max_queries)
-          part["issues"].extend(res.issues)
+          add_counts(part, video_counts(res))
           bar.update()
-      # The part first: a shard under its final name always has its part.
-      _atomic_write(part_paths[k], json.dumps(part, indent=1) + "\n")
-      os.replace(tmp, paths[k])
-      parts[k] = part
-  report = _report(opts, params, classes, items, paths, parts, skipped,
-                   time.perf_counter() - t0)
-  report_path = os.path.join(opts.output_dir, opts.split + ".report.json")
-  _atomic_write(report_path, json.dumps(report, indent=1) + "\n")
-  report["report_path"] = report_path
-  return report
+      conv.commit(k, part, tmp)
+  return conv.report(skipped)
 
 
 def _report(opts: Options, params: Params, classes: Sequence[str],

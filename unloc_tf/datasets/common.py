@@ -278,12 +278,23 @@ def index_videos(videos_dir: str) -> Dict[str, str]:
   """{file name without extension: path} of every video under `videos_dir`.
 
   Recursive; when a name occurs more than once, the extension earlier in
-  `video.VIDEO_EXTENSIONS` wins, then the lexicographically first path.
+  `video.VIDEO_EXTENSIONS` wins, then the lexicographically first path.  A
+  URL (gs://..., any file system of `tf.io.gfile`) is listed through
+  TensorFlow, as Beam workers on Dataflow read their videos.
   """
   found: Dict[str, Tuple[int, str]] = {}
-  if not videos_dir or not os.path.isdir(videos_dir):
+  if not videos_dir:
     return {}
-  for root, dirs, files in os.walk(videos_dir):
+  if "://" in videos_dir:  # gs://, s3://, hdfs://: TensorFlow's file system
+    import tensorflow as tf  # noqa: PLC0415 (only for remote folders)
+    if not tf.io.gfile.isdir(videos_dir):
+      return {}
+    walk = tf.io.gfile.walk(videos_dir)
+  elif os.path.isdir(videos_dir):
+    walk = os.walk(videos_dir)
+  else:
+    return {}
+  for root, dirs, files in walk:
     dirs.sort()
     for name in sorted(files):
       stem, ext = os.path.splitext(name)

@@ -30,9 +30,12 @@ videos and bad segments become report entries (`common.REASONS`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from typing import List, Optional, Sequence, Tuple
+import os
+import tempfile
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -123,6 +126,31 @@ def _decode_jpegs(path: str, params: Params, short_side: int,
   return jpegs, float(reader.duration)
 
 
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+  """`path` itself, or for a URL (gs://..., any `tf.io.gfile` file system:
+  the decoder reads local files) a temporary local copy, deleted after."""
+  if "://" not in path:
+    yield path
+    return
+  import tensorflow as tf  # noqa: PLC0415 (only for remote videos)
+  fd, local = tempfile.mkstemp(suffix=os.path.splitext(path)[1])
+  os.close(fd)
+  try:
+    try:
+      tf.io.gfile.copy(path, local, overwrite=True)
+    except (tf.errors.OpError, OSError) as e:
+      raise video_lib.VideoDecodeError(
+          path, "open", f"cannot copy it here to decode it: {e}") from e
+    try:
+      yield local
+    except video_lib.VideoDecodeError as e:  # name the URL, not the copy
+      problem = str(e).split(": ", 2)[-1]
+      raise video_lib.VideoDecodeError(path, e.reason, problem) from e
+  finally:
+    os.remove(local)
+
+
 def convert_video(item: common.VideoItem, params: Params) -> VideoResult:
   """Decodes one video and serialises its records (the module's rules).
 
@@ -145,8 +173,9 @@ def convert_video(item: common.VideoItem, params: Params) -> VideoResult:
   if item.window is not None:
     max_frames = max(1, _frame_index(item.window[1], fps))
   try:
-    short_side, kept = stored_short_side(item.path, params)
-    jpegs, duration = _decode_jpegs(item.path, params, short_side, max_frames)
+    with local_copy(item.path) as path:
+      short_side, kept = stored_short_side(path, params)
+      jpegs, duration = _decode_jpegs(path, params, short_side, max_frames)
   except video_lib.VideoDecodeError as e:
     issues.append(common.issue(common.UNDECODABLE_VIDEO, vid, error=e.reason,
                                detail=str(e)))

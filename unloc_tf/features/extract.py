@@ -22,9 +22,10 @@ byte-identical.  The choices are recorded in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -161,31 +162,24 @@ def _write_manifest(output_dir: str, info: dict) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def extract(input_patterns: Sequence[str], output_dir: str, towers: Towers,
+@dataclasses.dataclass
+class _Plan:
+  """What `prepare` decided: the input shards to process, the outputs that
+  exist, the CLS slot mode and the manifest (`summary`)."""
+
+  todo: List[str]
+  skipped: List[str]
+  slot_mode: Optional[str]
+  summary: dict
+
+
+def prepare(input_patterns: Sequence[str], output_dir: str, towers: Towers,
             *, batch_size: int = 64, keep_frames: bool = True,
             text_embeddings: bool = False,
             class_names: Optional[Sequence[str]] = None,
-            cls_slots: str = "auto", overwrite: bool = False,
-            progress: bool = True) -> dict:
-  """Writes embedding records for every input shard (module docstring).
-
-  Args:
-    input_patterns: globs of input shards.
-    output_dir: where `<basename>` shards go (created).
-    towers: the `Towers`.
-    batch_size: frames per forward pass of the image tower.
-    keep_frames: keep the JPEGs in the output.
-    text_embeddings: also embed captions / queries and class names.
-    class_names: class names to embed (default: the config's).
-    cls_slots: "auto", "shared", "linspace" or "window".
-    overwrite: recompute shards that exist.
-    progress: show a progress bar over records.
-
-  Returns:
-    A summary: {"written": [paths], "skipped": [paths], "embedding_dim",
-    "text_embedding_dim", "cls_slots", "inexact_records",
-    "class_name_embeddings"}.
-  """
+            cls_slots: str = "auto", overwrite: bool = False) -> _Plan:
+  """Lists the input shards, writes the manifest and the class-name
+  embeddings, and finds the outputs that exist (`extract`'s arguments)."""
   files = pipeline.list_files(list(input_patterns))
   names = [os.path.basename(f) for f in files]
   dup = sorted({n for n in names if names.count(n) > 1})
@@ -231,48 +225,108 @@ def extract(input_patterns: Sequence[str], output_dir: str, towers: Towers,
       todo.append(path)
   for out in skipped:
     logging.info("%s exists: skipped", out)
-  total = sum(count_records(p) for p in todo)
-  bar = None
-  if progress and todo:
+  return _Plan(todo, skipped, slot_mode, summary)
+
+
+def extract_shard(path: str, output_dir: str, towers: Towers,
+                  slot_mode: Optional[str], *, batch_size: int = 64,
+                  keep_frames: bool = True, text_embeddings: bool = False,
+                  on_record: Optional[Callable[[], None]] = None) -> int:
+  """Writes `<output_dir>/<basename of path>` (via `.incomplete`).
+
+  Returns:
+    The number of records whose CLS slots are inexact (`frame_slots`).
+
+  Raises:
+    records.DamagedShardError: the input does not read (names the record).
+    ValueError: a record without frames or with undecodable ones.
+  """
+  frames, text = _embedders(towers, batch_size, text_embeddings)
+  out = output_path(path, output_dir)
+  tmp = out + INCOMPLETE_SUFFIX
+  inexact = 0
+  with tf.io.TFRecordWriter(tmp) as writer:
+    i = 0
     try:
-      from tqdm import tqdm  # noqa: PLC0415 (the optional [data] extra)
-    except ImportError:
-      tqdm = None
-    if tqdm is not None:
-      bar = tqdm(total=total, unit="record", desc="extract_features")
-  written, inexact = [], 0
-  try:
-    for k, path in enumerate(todo):
-      out = output_path(path, output_dir)
-      tmp = out + INCOMPLETE_SUFFIX
-      if bar is not None:
-        bar.set_postfix_str(f"shard {k + 1}/{len(todo)}")
-      with tf.io.TFRecordWriter(tmp) as writer:
-        i = 0
-        try:
-          for i, raw in enumerate(tf.data.TFRecordDataset(path)):
-            record, exact = process_record(
-                raw.numpy(), f"{path}: record {i}", frames, slot_mode,
-                towers.num_frames, text, keep_frames)
-            inexact += not exact
-            writer.write(record)
-            if bar is not None:
-              bar.update(1)
-            i += 1
-        except tf.errors.DataLossError as e:
-          # TensorFlow's message names no file; `i` records were read.
-          raise records.DamagedShardError(
-              path, i, records.data_loss_detail(e)) from e
-      tf.io.gfile.rename(tmp, out, overwrite=True)
-      written.append(out)
-  finally:
-    if bar is not None:
-      bar.close()
+      for i, raw in enumerate(tf.data.TFRecordDataset(path)):
+        record, exact = process_record(
+            raw.numpy(), f"{path}: record {i}", frames, slot_mode,
+            towers.num_frames, text, keep_frames)
+        inexact += not exact
+        writer.write(record)
+        if on_record is not None:
+          on_record()
+        i += 1
+    except tf.errors.DataLossError as e:
+      # TensorFlow's message names no file; `i` records were read.
+      raise records.DamagedShardError(
+          path, i, records.data_loss_detail(e)) from e
+  tf.io.gfile.rename(tmp, out, overwrite=True)
+  return inexact
+
+
+def warn_inexact(inexact: int, num_frames: int) -> None:
   if inexact:
     logging.warning(
         "%d record(s) have fewer stored frames than num_frames=%d: with"
         " linspace CLS slots their repeated frames use the CLS row of their"
         " first position, so cached outputs differ slightly from the"
-        " frames model for them", inexact, towers.num_frames)
-  summary.update(written=written, skipped=skipped, inexact_records=inexact)
+        " frames model for them", inexact, num_frames)
+
+
+def extract(input_patterns: Sequence[str], output_dir: str, towers: Towers,
+            *, batch_size: int = 64, keep_frames: bool = True,
+            text_embeddings: bool = False,
+            class_names: Optional[Sequence[str]] = None,
+            cls_slots: str = "auto", overwrite: bool = False,
+            progress: bool = True) -> dict:
+  """Writes embedding records for every input shard (module docstring).
+
+  Args:
+    input_patterns: globs of input shards.
+    output_dir: where `<basename>` shards go (created).
+    towers: the `Towers`.
+    batch_size: frames per forward pass of the image tower.
+    keep_frames: keep the JPEGs in the output.
+    text_embeddings: also embed captions / queries and class names.
+    class_names: class names to embed (default: the config's).
+    cls_slots: "auto", "shared", "linspace" or "window".
+    overwrite: recompute shards that exist.
+    progress: show a progress bar over records.
+
+  Returns:
+    A summary: {"written": [paths], "skipped": [paths], "embedding_dim",
+    "text_embedding_dim", "cls_slots", "inexact_records",
+    "class_name_embeddings"}.
+  """
+  plan = prepare(input_patterns, output_dir, towers, batch_size=batch_size,
+                 keep_frames=keep_frames, text_embeddings=text_embeddings,
+                 class_names=class_names, cls_slots=cls_slots,
+                 overwrite=overwrite)
+  bar = None
+  if progress and plan.todo:
+    try:
+      from tqdm import tqdm  # noqa: PLC0415 (the optional [data] extra)
+    except ImportError:
+      tqdm = None
+    if tqdm is not None:
+      bar = tqdm(total=sum(count_records(p) for p in plan.todo),
+                 unit="record", desc="extract_features")
+  written, inexact = [], 0
+  try:
+    for k, path in enumerate(plan.todo):
+      if bar is not None:
+        bar.set_postfix_str(f"shard {k + 1}/{len(plan.todo)}")
+      inexact += extract_shard(
+          path, output_dir, towers, plan.slot_mode, batch_size=batch_size,
+          keep_frames=keep_frames, text_embeddings=text_embeddings,
+          on_record=bar.update if bar is not None else None)
+      written.append(output_path(path, output_dir))
+  finally:
+    if bar is not None:
+      bar.close()
+  warn_inexact(inexact, towers.num_frames)
+  summary = dict(plan.summary)
+  summary.update(written=written, skipped=plan.skipped,
+                 inexact_records=inexact)
   return summary

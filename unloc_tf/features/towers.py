@@ -9,9 +9,14 @@ checkpoint (`towers_from_size`, e.g. a converted CLIP checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import os
 from typing import Optional, Tuple
 
 import keras
+import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from unloc_tf.data import pipeline
@@ -76,6 +81,64 @@ class Towers:
         keep_eos=config.keep_eos, text_mask_rule=config.text_mask_rule,
         class_names=config.class_names,
         prompts=config.prompts, source=source)
+
+
+  def save(self, directory: str) -> None:
+    """Writes the towers to `directory` (local or a `tf.io.gfile` URL):
+    `towers.json` (the layers' configs and the preprocessing) and
+    `towers.weights.npz` (their weights, in `layer.weights` order), so that
+    another process (a Beam worker) rebuilds them with `Towers.load`."""
+    info = {name: getattr(self, name) for name in _SCALARS}
+    info["image_encoder"] = keras.saving.serialize_keras_object(
+        self.image_encoder)
+    info["text_encoder"] = (
+        keras.saving.serialize_keras_object(self.text_encoder)
+        if self.text_encoder is not None else None)
+    arrays = {f"image/{i:04d}": np.asarray(w)
+              for i, w in enumerate(self.image_encoder.get_weights())}
+    if self.text_encoder is not None:
+      arrays.update({f"text/{i:04d}": np.asarray(w)
+                     for i, w in enumerate(self.text_encoder.get_weights())})
+    buffer = io.BytesIO()  # zipfile seeks, which GFile("wb") cannot
+    np.savez(buffer, **arrays)
+    tf.io.gfile.makedirs(directory)
+    with tf.io.gfile.GFile(os.path.join(directory, TOWERS_WEIGHTS),
+                           "wb") as f:
+      f.write(buffer.getvalue())
+    with tf.io.gfile.GFile(os.path.join(directory, TOWERS_JSON), "w") as f:
+      json.dump(info, f, indent=1)
+
+  @classmethod
+  def load(cls, directory: str) -> "Towers":
+    """The towers written by `save`, with the same weights."""
+    with tf.io.gfile.GFile(os.path.join(directory, TOWERS_JSON)) as f:
+      info = json.load(f)
+    with tf.io.gfile.GFile(os.path.join(directory, TOWERS_WEIGHTS),
+                           "rb") as f:
+      arrays = dict(np.load(io.BytesIO(f.read())))
+    fields = {name: info[name] for name in _SCALARS}
+    for name in ("class_names", "prompts"):
+      if fields[name] is not None:
+        fields[name] = tuple(fields[name])
+    # Deserialising builds the layers (their build configs).
+    image = keras.saving.deserialize_keras_object(info["image_encoder"])
+    text = None
+    if info["text_encoder"] is not None:
+      text = keras.saving.deserialize_keras_object(info["text_encoder"])
+    image.set_weights([arrays[k] for k in sorted(arrays)
+                       if k.startswith("image/")])
+    if text is not None:
+      text.set_weights([arrays[k] for k in sorted(arrays)
+                        if k.startswith("text/")])
+    return cls(image_encoder=image, text_encoder=text, **fields)
+
+
+# The fields `Towers.save` writes besides the layers.
+_SCALARS = ("text_pooling", "crop_size", "min_resize", "num_frames", "task",
+            "text_max_length", "keep_eos", "text_mask_rule", "class_names",
+            "prompts", "source")
+TOWERS_JSON = "towers.json"
+TOWERS_WEIGHTS = "towers.weights.npz"
 
 
 def load_tower_weights(model, checkpoint: Optional[str]) -> str:

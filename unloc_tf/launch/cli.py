@@ -1,5 +1,6 @@
 """What every tool does around its `main`: a quiet TensorFlow start and one
-line for a user's mistake.
+line for a user's mistake (and quiet Beam worker processes,
+`quiet_worker_processes`).
 
     from unloc_tf.launch import cli
     cli.import_tensorflow_quietly()   # before anything imports TensorFlow
@@ -21,11 +22,13 @@ traceback instead.  This module imports neither TensorFlow nor gin.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 from absl import app, flags
 
@@ -133,3 +136,44 @@ def run(main: Callable, program: str = "") -> None:
       sys.exit(1)
 
   app.run(guarded)
+
+
+# What Apache Beam's local worker processes print as they start, in Python
+# logging's default format (their harness logs errors only once running):
+# missing Google Cloud connectors, no semi-persistent directory, ...
+_WORKER_NOISE = re.compile(
+    r"^(?:INFO|WARNING):(?:__main__|root|apache_beam[.\w]*):")
+
+
+@contextlib.contextmanager
+def quiet_worker_processes(argv=None) -> Iterator[None]:
+  """Filters the start-up noise of worker processes that write to this
+  process's stderr (Beam's local runner) while the block runs: TensorFlow's
+  start-up lines and Beam's own (`_WORKER_NOISE`); every other line passes.
+  A no-op with --verbosity >= 1 or TF_CPP_MIN_LOG_LEVEL=0/1."""
+  argv = sys.argv if argv is None else argv
+  if _wants_tensorflow_log(argv):
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  read_end, write_end = os.pipe()
+  os.dup2(write_end, 2)
+  os.close(write_end)
+
+  def forward():
+    with os.fdopen(read_end, "rb") as lines:
+      for line in lines:
+        text = line.decode("utf-8", "replace")
+        if not (_STARTUP_NOISE.match(text) or _WORKER_NOISE.match(text)):
+          os.write(saved, line)
+
+  thread = threading.Thread(target=forward, daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)  # closes this process's end of the pipe
+    # Workers still holding the pipe keep it open: do not wait for them.
+    thread.join(timeout=5)
