@@ -17,7 +17,7 @@ from unloc_tf.tasks import moment_retriever
 
 N0 = 32
 PYR = spec.PyramidSpec(N0)
-STEPS = 250
+STEPS = 200
 
 
 def _iou(a, b):

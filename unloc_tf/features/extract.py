@@ -171,6 +171,7 @@ class _Plan:
   skipped: List[str]
   slot_mode: Optional[str]
   summary: dict
+  records: int
 
 
 def prepare(input_patterns: Sequence[str], output_dir: str, towers: Towers,
@@ -179,7 +180,9 @@ def prepare(input_patterns: Sequence[str], output_dir: str, towers: Towers,
             class_names: Optional[Sequence[str]] = None,
             cls_slots: str = "auto", overwrite: bool = False) -> _Plan:
   """Lists the input shards, writes the manifest and the class-name
-  embeddings, and finds the outputs that exist (`extract`'s arguments)."""
+  embeddings, finds the outputs that exist and counts the records to do
+  (`extract`'s arguments; a truncated input shard raises
+  `records.DamagedShardError` here)."""
   files = pipeline.list_files(list(input_patterns))
   names = [os.path.basename(f) for f in files]
   dup = sorted({n for n in names if names.count(n) > 1})
@@ -225,7 +228,9 @@ def prepare(input_patterns: Sequence[str], output_dir: str, towers: Towers,
       todo.append(path)
   for out in skipped:
     logging.info("%s exists: skipped", out)
-  return _Plan(todo, skipped, slot_mode, summary)
+  # From the length headers: a truncated shard fails here, before any work.
+  total = sum(count_records(p) for p in todo)
+  return _Plan(todo, skipped, slot_mode, summary, total)
 
 
 def extract_shard(path: str, output_dir: str, towers: Towers,
@@ -310,8 +315,7 @@ def extract(input_patterns: Sequence[str], output_dir: str, towers: Towers,
     except ImportError:
       tqdm = None
     if tqdm is not None:
-      bar = tqdm(total=sum(count_records(p) for p in plan.todo),
-                 unit="record", desc="extract_features")
+      bar = tqdm(total=plan.records, unit="record", desc="extract_features")
   written, inexact = [], 0
   try:
     for k, path in enumerate(plan.todo):
