@@ -332,8 +332,19 @@ def make_dataset(
 
 def source_files(dataset: tf.data.Dataset) -> Optional[Tuple[str, ...]]:
   """The shards a dataset of `make_dataset` reads (None for other
-  datasets, including datasets derived from one with map etc.)."""
+  datasets, including datasets derived from one with map etc., unless
+  `keep_source_files` says so)."""
   return _SOURCE_FILES.get(dataset)
+
+
+def keep_source_files(derived: tf.data.Dataset,
+                      source: tf.data.Dataset) -> tf.data.Dataset:
+  """Records that `derived` (e.g. `source.map(f)`) reads `source`'s shards,
+  so errors name them; returns `derived`."""
+  files = _SOURCE_FILES.get(source)
+  if files is not None:
+    _SOURCE_FILES[derived] = files
+  return derived
 
 
 @contextlib.contextmanager

@@ -38,8 +38,12 @@ class ActionSegmenter(base.UnlocTask):
 
   def call(self, inputs, training=False):
     fused = base.fuse_with_class_names(self.backbone, inputs, training)
-    return {"logits": self.head(fused["tokens"]),
-            "token_mask": fused["mask"][:, 0]}
+    # The level-0 tokens: all of them with the AS backbone (no pyramid);
+    # the first N0 of the pyramid when co-trained on a shared backbone
+    # (unloc_tf.tasks.multitask).
+    n0 = inputs[spec.FRAME_MASK].shape[-1]
+    return {"logits": self.head(fused["tokens"][:, :, :n0]),
+            "token_mask": fused["mask"][:, 0, :n0]}
 
   def loss_terms(self, batch, outputs):
     weights = base.token_weights(batch, outputs["token_mask"])

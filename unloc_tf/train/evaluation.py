@@ -26,6 +26,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from unloc_tf import spec
@@ -141,6 +142,50 @@ class Evaluator:
   def last_predictions(self) -> Any:
     """The predictions of the last call (the task's structure)."""
     return self.last_results.predictions() if self.last_results else None
+
+
+# The metric of each task that model selection uses (the task gin files'
+# best_metric).
+PRIMARY_METRICS = {
+    spec.TAL: "mAP@0.5", spec.HD: "mAP@0.5", spec.MR: "R@1,IoU=0.5",
+    spec.AS: "accuracy", spec.CLS: "mAP"}
+MULTITASK_MEAN = "mean_primary"
+
+
+class MultiTaskEvaluator:
+  """Each co-trained task's official metrics on its own split.
+
+  `evaluator(model, datasets, step)` runs `evaluators[t]` on
+  `model.task_model(t)` and `datasets[t]` for every task t and returns
+  {"<t>/<metric>": value} side by side, plus `mean_primary`: the mean over
+  the tasks of their `PRIMARY_METRICS` (each in [0, 1]; the stated
+  combination for best-checkpoint selection).
+
+  Args:
+    evaluators: {task name: `Evaluator`} (task names as the model's).
+  """
+
+  def __init__(self, evaluators: Dict[str, "Evaluator"]):
+    if not evaluators:
+      raise ValueError("MultiTaskEvaluator needs at least one evaluator")
+    self.evaluators = dict(evaluators)
+
+  def __call__(self, model, datasets, step: int = 0) -> Dict[str, float]:
+    missing = sorted(set(self.evaluators) - set(datasets))
+    if missing:
+      raise ValueError(f"tasks {missing} have an evaluator but no"
+                       " evaluation dataset")
+    out, primary = {}, []
+    for name, evaluator in self.evaluators.items():
+      task_model = model.task_model(name)
+      metrics = evaluator(task_model, datasets[name], step)
+      out.update({f"{name}/{k}": v for k, v in metrics.items()})
+      key = PRIMARY_METRICS[task_model.task]
+      if key in metrics:
+        primary.append(float(metrics[key]))
+    if primary:
+      out[MULTITASK_MEAN] = float(np.mean(primary))
+    return out
 
 
 def checkpoint_path(workdir: str, checkpoint: str = "latest") -> str:

@@ -218,8 +218,13 @@ _DATA_STATE_INFO = {
 
 
 def _train_dataset(train_data_fn, context, **kwargs):
-  """(the training dataset without string features, its shards or None)."""
+  """(the training dataset without string features, its shards or None);
+  co-training: ({task: dataset}, every task's shards)."""
   raw = train_data_fn(input_context=context, **kwargs)
+  if isinstance(raw, dict):
+    files = [f for ds in raw.values() for f in pipeline.source_files(ds) or ()]
+    return ({name: ds.map(_numeric) for name, ds in raw.items()},
+            tuple(files) or None)
   return raw.map(_numeric), pipeline.source_files(raw)
 
 
@@ -254,6 +259,7 @@ def train(
     health_window: int = 20,
     data_state: str = "position",
     precision: str = "float32",
+    task_schedule: Optional[Any] = None,
 ) -> Dict[str, Any]:
   """Trains (or resumes training) a task model until `total_steps`.
 
@@ -309,6 +315,13 @@ def train(
       loss scaling for float16.  Checkpoints hold float32 variables whatever
       the precision; a "mixed_float16" run's optimizer state also holds the
       loss scale, so it resumes only as "mixed_float16".
+    task_schedule: co-training (`unloc_tf.tasks.multitask`): a
+      `data.multitask.TaskSchedule`; `train_data_fn` then returns {task:
+      dataset} (`data.multitask.make_datasets`; with data_state "position"
+      it gets `skip_batches={task: batches}`), step s trains
+      `task_schedule.task_at(s)` on that task's next batch, `model_fn`
+      builds a `MultiTaskModel` and the evaluator gets {task: eval
+      dataset}.  Each task's step is its own traced (XLA) program.
 
   Returns:
     {"step": the final step, "loss": the last step's loss (None if no step
@@ -329,6 +342,9 @@ def train(
     raise ValueError(f"data_state must be one of {DATA_STATES}, got"
                      f" {data_state!r}")
   precision_lib.check_precision(precision)
+  if task_schedule is not None and data_state == "iterator":
+    raise ValueError("co-training (task_schedule) resumes with"
+                     " data_state='position' or 'reseed', not 'iterator'")
   chief = strategy_lib.is_chief(strategy)
   t_start = time.perf_counter()
   tf.io.gfile.makedirs(workdir)
@@ -341,11 +357,20 @@ def train(
   context = strategy_lib.input_context(strategy)
   local_replicas = strategy_lib.local_replicas(strategy)
   dataset, train_files = _train_dataset(train_data_fn, context)
+  if isinstance(dataset, dict) != (task_schedule is not None):
+    raise ValueError(
+        "co-training needs both a task_schedule and a train_data_fn that"
+        " returns {task: dataset}" if task_schedule is not None else
+        "train_data_fn returned {task: dataset}: pass task_schedule"
+        " (data.multitask.TaskSchedule) to co-train")
   with strategy.scope():
     with precision_lib.policy_scope(precision):
       model = model_fn()
       if not model.built:
-        model(_zeros_like_spec(dataset.element_spec), training=False)
+        for ds in (dataset.values() if isinstance(dataset, dict)
+                   else [dataset]):
+          model(_zeros_like_spec(ds.element_spec), training=False)
+        model.built = True
     optimizer = precision_lib.wrap_optimizer(optimizer_fn(), precision)
     optimizer.build(model.trainable_variables)
   # Otherwise the iterator starts (and fills its buffers) only once the
@@ -370,6 +395,9 @@ def train(
                    data_seed)
     elif data_state == "position":
       skip = restore_step * local_replicas
+      if task_schedule is not None:  # each task's batches before the step
+        skip = {name: n * local_replicas for name, n in
+                task_schedule.counts_before(restore_step).items()}
       t0 = time.perf_counter()
       try:
         dataset, train_files = _train_dataset(train_data_fn, context,
@@ -382,7 +410,7 @@ def train(
             " skip_batches=N), which this train_data_fn does not accept"
             f" ({e}); use pipeline.make_dataset, or data_state='iterator'"
             " (exact, large checkpoints) or 'reseed'") from e
-      logging.info("input pipeline restarted at its batch %d"
+      logging.info("input pipeline restarted at its batch %s"
                    " (data_state=position, %.1f s)", skip,
                    time.perf_counter() - t0)
   elif init_checkpoint:
@@ -393,7 +421,8 @@ def train(
                  len(report["adapted"]), len(report["missing"]),
                  len(report["unused"]))
   if iterator is None:
-    iterator = iter(dataset)
+    iterator = ({name: iter(ds) for name, ds in dataset.items()}
+                if isinstance(dataset, dict) else iter(dataset))
   step = int(optimizer.iterations.numpy())
   if step != restore_step:
     raise RuntimeError(f"optimizer.iterations is {step} after restoring step"
@@ -426,18 +455,28 @@ def train(
   def replica_step(batch):
     fn = plain_fn
     if use_jit:
-      if "jit" not in mode and strategy.num_replicas_in_sync == 1:
-        mode.update(jit=True, reason="one replica")
-      if "jit" not in mode:
+      # Decided per batch structure (co-training: per task).
+      decided = mode.setdefault(tuple(sorted(batch)), {})
+      if "jit" not in decided and strategy.num_replicas_in_sync == 1:
+        decided.update(jit=True, reason="one replica")
+      if "jit" not in decided:
         concrete = plain_fn.get_concrete_function(batch)
-        mode["jit"] = not _has_collectives(concrete)
-        mode["reason"] = ("no collective in the forward pass" if mode["jit"]
-                          else "the forward pass has cross-replica"
-                          " collectives, which XLA on CPU cannot compile")
-      if mode["jit"]:
+        decided["jit"] = not _has_collectives(concrete)
+        decided["reason"] = (
+            "no collective in the forward pass" if decided["jit"] else
+            "the forward pass has cross-replica collectives, which XLA on"
+            " CPU cannot compile")
+      mode.update(decided)
+      if decided["jit"]:
         fn = jit_fn
     loss, grads, logs = fn(batch)
-    optimizer.apply(grads, model.trainable_variables)
+    variables = model.trainable_variables
+    if task_schedule is not None:
+      # Co-training: the heads of the other tasks get no gradient this
+      # step; they are left untouched (no momentum, no weight decay).
+      pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+      grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+    optimizer.apply(grads, variables)
     labels = batch.get(spec.LABELS)
     positives = (tf.reduce_sum(tf.cast(labels > 0, tf.float32))
                  if labels is not None else tf.constant(-1.0))
@@ -525,8 +564,10 @@ def train(
                _DATA_STATE_INFO[data_state])
   try:
     while step < total_steps:
+      it = (iterator[task_schedule.task_at(step)]
+            if task_schedule is not None else iterator)
       with pipeline.naming_damaged_shards(train_files):
-        loss_t, logs_t, positives_t, lr_t = train_step(iterator)
+        loss_t, logs_t, positives_t, lr_t = train_step(it)
       if not logged_mode:
         logging.info("first train step done (%.1f s since start): %s (%s)",
                      time.perf_counter() - t_start,
