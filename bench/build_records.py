@@ -151,6 +151,21 @@ class RssSampler:
     self._thread.join()
 
 
+def _row(mode: str, workers: int, report: dict, args, seconds: float,
+         cpu: float, rss: RssSampler) -> dict:
+  """One conversion's row (every video must have converted)."""
+  frames = report["written"]["frames"]
+  assert report["written"]["videos"] == args.videos, report["issues"]
+  return {"mode": mode, "workers": workers, "videos": args.videos,
+          "frames": frames, "seconds": seconds,
+          "frames_per_s": frames / seconds,
+          "video_s_per_s": args.videos * args.seconds / seconds,
+          "cpu_s": cpu, "cpu_ms_per_frame": 1000 * cpu / frames,
+          "main_rss_mib": common.peak_rss_mib(),
+          "worker_rss_mib": rss.peak_child_mib,
+          "total_rss_mib": rss.peak_total_mib}
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--videos", type=int, default=4)
@@ -203,19 +218,10 @@ def main():
       with RssSampler() as rss, common.Timer() as t:
         report = builder.convert(opts)
       cpu = _cpu_seconds() - cpu0
-      frames = report["written"]["frames"]
-      assert report["written"]["videos"] == args.videos, report["issues"]
       size = sum(os.path.getsize(os.path.join(opts.output_dir, s))
                  for s in report["shards"])
-      rows.append({"mode": f"convert ({size / 2**20:.0f} MiB out)",
-                   "workers": workers, "videos": args.videos,
-                   "frames": frames, "seconds": t.seconds,
-                   "frames_per_s": frames / t.seconds,
-                   "video_s_per_s": args.videos * args.seconds / t.seconds,
-                   "cpu_s": cpu, "cpu_ms_per_frame": 1000 * cpu / frames,
-                   "main_rss_mib": common.peak_rss_mib(),
-                   "worker_rss_mib": rss.peak_child_mib,
-                   "total_rss_mib": rss.peak_total_mib})
+      rows.append(_row(f"convert ({size / 2**20:.0f} MiB out)", workers,
+                       report, args, t.seconds, cpu, rss))
     for workers in args.beam_workers:
       opts = builder.Options(
           "activitynet", ann, videos, os.path.join(tmp, f"beam{workers}"),
@@ -227,25 +233,16 @@ def main():
         report = beam_conversion.convert_with_beam(
             opts, f"direct_num_workers={workers}")
       cpu = _cpu_seconds() - cpu0
-      frames = report["written"]["frames"]
-      assert report["written"]["videos"] == args.videos, report["issues"]
       same = None
       if args.workers:  # byte-identical to the multiprocess path's shards
         ref = os.path.join(tmp, f"out{args.workers[0]}")
         same = all(_read(os.path.join(ref, s)) == _read(
             os.path.join(opts.output_dir, s)) for s in report["shards"])
         assert same, "Beam shards differ from the multiprocess path's"
-      rows.append({"mode": "convert on Beam (FnApiRunner"
-                           f"{', processes' if workers > 1 else ''})",
-                   "workers": workers, "videos": args.videos,
-                   "frames": frames, "seconds": t.seconds,
-                   "frames_per_s": frames / t.seconds,
-                   "video_s_per_s": args.videos * args.seconds / t.seconds,
-                   "cpu_s": cpu, "cpu_ms_per_frame": 1000 * cpu / frames,
-                   "main_rss_mib": common.peak_rss_mib(),
-                   "worker_rss_mib": rss.peak_child_mib,
-                   "total_rss_mib": rss.peak_total_mib,
-                   "same_bytes": same})
+      rows.append(dict(_row(
+          "convert on Beam (FnApiRunner"
+          f"{', processes' if workers > 1 else ''})", workers, report, args,
+          t.seconds, cpu, rss), same_bytes=same))
     common.report("build_records", rows, {
         "source": f"{WIDTH}x{HEIGHT} {SOURCE_FPS} fps h264",
         "fps": FPS, "short_side": 256, "cores": os.cpu_count(),

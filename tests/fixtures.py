@@ -107,6 +107,27 @@ def build_task(builder, size: str = "tiny", **kwargs):
                  **kwargs)
 
 
+def fit(model, batches, steps: int, jit_compile: bool = True,
+        learning_rate: float = 1e-3) -> list:
+  """`steps` AdamW steps (clip-norm 1, no decay) of a built task model on
+  the next batches of an iterator (string features dropped); the losses."""
+  import keras  # noqa: PLC0415
+
+  opt = keras.optimizers.AdamW(learning_rate, weight_decay=0.0,
+                               clipnorm=1.0)
+
+  @tf.function(jit_compile=jit_compile)
+  def step(batch):
+    with tf.GradientTape() as tape:
+      loss = model.compute_loss(x=batch, y_pred=model(batch, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    opt.apply_gradients(zip(grads, model.trainable_variables))
+    return loss
+
+  return [float(step({k: v for k, v in next(batches).items()
+                      if v.dtype != tf.string})) for _ in range(steps)]
+
+
 def bindings_read_by(gin_files: Sequence[str], gin_bindings: Sequence[str]
                      ) -> list[str]:
   """The macro bindings among `gin_bindings` that the experiment reads (the

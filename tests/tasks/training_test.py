@@ -6,7 +6,8 @@ tower's gradients are checked by the layer and task tests, and a frames
 run of this test took 3.5 minutes of the suite).  Held-out quality is the
 main job's business (tools/main_job.py), not a unit test's."""
 
-import keras
+import itertools
+
 import numpy as np
 import tensorflow as tf
 
@@ -78,24 +79,9 @@ def test_training_improves_loss_and_recall(tmp_path):
   it = iter(train)
   first = next(it)
   model(first, training=True)
-  opt = keras.optimizers.AdamW(1e-3, weight_decay=0.0, clipnorm=1.0)
-
-  @tf.function(jit_compile=True)
-  def compiled_step(batch):
-    with tf.GradientTape() as tape:
-      loss = model.compute_loss(x=batch, y_pred=model(batch, training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    opt.apply_gradients(zip(grads, model.trainable_variables))
-    return loss
-
-  def step(batch):  # strings (ids, file names) stay out of XLA
-    return compiled_step({k: v for k, v in batch.items()
-                          if v.dtype != tf.string})
-
   r1_before = r1_at_05(model, evals)
-  losses = [float(step(first))]
-  for _ in range(STEPS - 1):
-    losses.append(float(step(next(it))))
+  losses = fixtures.fit(model, itertools.chain([first], it), STEPS,
+                        jit_compile=True)
   r1_after = r1_at_05(model, evals)
   start, end = np.mean(losses[:20]), np.mean(losses[-20:])
   print(f"loss {start:.3f} -> {end:.3f}; R1@0.5 {r1_before:.3f} ->"
