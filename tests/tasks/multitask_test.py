@@ -4,6 +4,7 @@ backbone variables, the seeded schedule, the errors for configs that cannot
 share a backbone, a resumed run's input, and a trainer run on the synthetic benchmark's
 cached embeddings that evaluates every task."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -140,20 +141,33 @@ def test_schedule_is_seeded_and_follows_the_weights():
   assert abs(tasks.count("a") / 4000 - 0.75) < 0.03
   assert s.counts_before(1234) == {"a": tasks[:1234].count("a"),
                                    "b": tasks[:1234].count("b")}
-  for bad in (0, -1.0, float("nan")):
+  for bad in (0, -1.0, float("nan"), None):
     with pytest.raises(ValueError, match="task 'b' has sampling weight"):
       data_mt.TaskSchedule({"a": 1.0, "b": bad})
 
 
-def test_configs_that_cannot_share_a_backbone_are_refused():
+def test_configs_that_cannot_share_a_backbone_are_refused(data):
   cfgs = configs()
-  import dataclasses  # noqa: PLC0415
   cfgs[spec.MR] = dataclasses.replace(cfgs[spec.MR], num_frames=32)
   with pytest.raises(ValueError, match=r"disagree on num_frames:"
                      r" temporal_localization \(/d/tal-\*\) has 16,"
                      r" moment_retrieval \(/d/mr-\*\) has 32"):
     data_mt.check_compatible(cfgs, {spec.TAL: "/d/tal-*",
                                     spec.MR: "/d/mr-*"})
+  fns = _data_fns(data, "train", True)
+  mr_config = dataclasses.replace(configs()[spec.MR], num_frames=32,
+                                  pyramid=spec.PyramidSpec(
+                                      32, num_levels=2,
+                                      regression_ranges=PYR.regression_ranges))
+  fns[spec.MR] = lambda input_context=None, **kw: pipeline.make_dataset(
+      os.path.join(data, spec.MR, "train-*"), mr_config, is_training=True,
+      global_batch_size=4)
+  with pytest.raises(ValueError, match=r"disagree on frame_mask:"
+                     r" temporal_localization \(.*train-00000-of-00001"
+                     r".tfrecord\) gives \(16,\), moment_retrieval \(.*\)"
+                     r" gives \(32,\)"):
+    data_mt.make_datasets(fns, data_mt.TaskSchedule(
+        {t: 1.0 for t in TASKS}))
   schedule = data_mt.TaskSchedule({"a": 1.0, "b": 1.0})
   with pytest.raises(ValueError, match=r"tasks \['b'\] have a sampling"
                      " weight but no dataset"):

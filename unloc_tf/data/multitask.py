@@ -10,10 +10,11 @@ every worker of a multi-worker run computes the same one without talking to
 the others, and a resumed run knows how many batches of each task were
 consumed before its step (`counts_before`: what `skip_batches` needs).
 
-`check_compatible` stops a co-training config whose task datasets disagree
-on what the shared backbone needs (frame count N0, input mode, embedding
-width, frame rate) before the first step, naming both datasets and the
-field.
+A co-training config whose task datasets disagree on what the shared
+backbone needs stops before the first step, naming both datasets and the
+field: `make_datasets` compares the batches' frame count N0, input mode
+and frame / embedding shapes; `check_compatible` compares the tasks'
+`InputConfig`s (also the frame rate) before any pipeline is built.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Callable, Dict, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
+from unloc_tf import spec
 from unloc_tf.data import pipeline
 from unloc_tf.data.input_config import InputConfig
 
@@ -61,7 +63,11 @@ class TaskSchedule:
       raise ValueError("co-training needs at least one task with a"
                        " sampling weight")
     for name, w in self.weights.items():
-      if not (isinstance(w, (int, float)) and np.isfinite(w) and w > 0):
+      try:
+        value = float(w)
+      except (TypeError, ValueError):
+        value = float("nan")
+      if not (np.isfinite(value) and value > 0):
         raise ValueError(
             f"task {name!r} has sampling weight {w!r}: weights must be > 0"
             " (a task with weight 0 would never train; leave it out of the"
@@ -154,4 +160,39 @@ def make_datasets(data_fns: Mapping[str, Callable[..., tf.data.Dataset]],
     out[name] = pipeline.keep_source_files(ds.map(
         lambda batch, m=marker: {**batch, m: tf.zeros(
             tf.shape(next(iter(batch.values())))[:1], tf.int32)}), ds)
+  _check_batch_shapes(out)
   return out
+
+
+# Batch keys whose per-example shape the shared backbone fixes: the frame
+# count N0 (the frame mask) and the frames or the embedding width.
+_SHARED_SHAPES = (spec.FRAME_MASK, spec.FRAMES, spec.FRAME_EMBEDDINGS)
+
+
+def _check_batch_shapes(datasets: Mapping[str, tf.data.Dataset]) -> None:
+  """Raises ValueError, naming both datasets and the field, when two tasks'
+  batches disagree on what the shared backbone takes."""
+  names = list(datasets)
+  specs = {n: datasets[n].element_spec for n in names}
+
+  def where(n):
+    files = pipeline.source_files(datasets[n])
+    return f"{n} ({files[0]}{', ...' if len(files) > 1 else ''})" if (
+        files) else n
+
+  first = names[0]
+  for name in names[1:]:
+    for key in _SHARED_SHAPES:
+      a, b = specs[first].get(key), specs[name].get(key)
+      if (a is None) != (b is None):
+        raise ValueError(
+            f"co-trained datasets disagree on {key}: {where(first)}"
+            f" {'has' if a is not None else 'has no'} {key},"
+            f" {where(name)} {'has' if b is not None else 'has no'} it; the"
+            " shared backbone takes one input mode")
+      if a is not None and a.shape[1:] != b.shape[1:]:
+        raise ValueError(
+            f"co-trained datasets disagree on {key}: {where(first)} gives"
+            f" {a.shape[1:]}, {where(name)} gives {b.shape[1:]} per"
+            " example; the shared backbone needs one frame count and"
+            " width (set them alike in both tasks' configs)")
