@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
-# The files whose tests take minutes, longest first: collected first, so
+# The files whose tests take minutes (then tens of seconds), longest first: collected first, so
 # that `pytest -n 2` (files kept whole: --dist loadfile in pytest.ini)
 # starts them at once and the two workers finish together (in path order
 # they came last).
@@ -21,6 +21,19 @@ _SLOW_FILES = (
     "tests/tasks/multitask_test.py",
     "tests/train/trainer_test.py",
     "tests/tools/build_records_test.py",
+    "tests/tools/visualize_test.py",
+    "tests/tasks/classifier_training_test.py",
+    "tests/data/pipeline_test.py",
+    "tests/tools/convert_reference_checkpoint_test.py",
+    "tests/convert/reference_experiments_test.py",
+    "tests/datasets/beam_conversion_test.py",
+    "tests/features/beam_extraction_test.py",
+    "tests/features/extract_test.py",
+    "tests/tasks/distribute_test.py",
+    "tests/tasks/tasks_test.py",
+    "tests/predict/chunked_test.py",
+    "tests/predict/tasks_test.py",
+    "tests/tasks/moment_retriever_test.py",
 )
 
 

@@ -102,7 +102,8 @@ def test_beam_writes_the_bytes_of_the_multiprocess_path(syn, tmp_path):
 def test_a_preempted_run_reuses_the_converted_videos(syn, tmp_path):
   """A video file left by a preempted run is concatenated as it is (its
   decode is not repeated): planted with other bytes, they reach the
-  shard; the work folder of a shard carries the shard's fingerprint."""
+  shard; the work folder of a shard carries the shard's fingerprint, and
+  one of another fingerprint is removed."""
   ann, extra = annotation_options(syn, "activitynet")
   opts = datasets.Options("activitynet", ann, syn.videos_dir,
                           str(tmp_path / "out"), split="train",
@@ -119,9 +120,12 @@ def test_a_preempted_run_reuses_the_converted_videos(syn, tmp_path):
     json.dump({"videos_converted": 1, "records": 7, "frames": 0,
                "segments": 0, "without_targets": 0, "max_queries": 0,
                "issues": []}, f)
+  stale = os.path.join(opts.output_dir, "train.beam", "00000-0123456789abcdef")
+  os.makedirs(stale)  # a run with other inputs: not reused, removed
   report = beam_conversion.convert_with_beam(opts, "runner=FnApiRunner")
   with open(os.path.join(opts.output_dir, report["shards"][0]), "rb") as f:
     assert f.read().startswith(planted)
+  assert not os.path.exists(os.path.join(opts.output_dir, "train.beam"))
   assert report["written"]["records"] == 7 + sum(
       r.num_records for r in conv.items[1:])
 

@@ -225,9 +225,9 @@ def test_a_resumed_run_reads_the_batches_an_uninterrupted_one_reads(data):
 def test_trainer_co_trains_and_evaluates_each_task(data, tmp_path):
   schedule = data_mt.TaskSchedule({spec.TAL: 1.0, spec.MR: 1.0,
                                    spec.AS: 2.0}, seed=0)
-  assert {schedule.task_at(s) for s in range(4)} == set(TASKS)
-  result = _train(data, str(tmp_path / "work"), 4, schedule)
-  assert result["step"] == 4 and np.isfinite(result["loss"])
+  assert {schedule.task_at(s) for s in range(3)} == set(TASKS)
+  result = _train(data, str(tmp_path / "work"), 3, schedule)
+  assert result["step"] == 3 and np.isfinite(result["loss"])
   metrics = result["metrics"]
   for key in (f"{spec.TAL}/mAP@0.5", f"{spec.MR}/R@1,IoU=0.5",
               f"{spec.AS}/accuracy", evaluation.MULTITASK_MEAN):
@@ -239,7 +239,7 @@ def test_trainer_co_trains_and_evaluates_each_task(data, tmp_path):
                metrics[f"{spec.AS}/accuracy"]]), rtol=1e-6)
   # One set of backbone variables in the checkpoint, a head per task.
   reader = tf.train.load_checkpoint(os.path.join(tmp_path, "work",
-                                                 "checkpoints", "ckpt-4"))
+                                                 "checkpoints", "ckpt-3"))
   names = [k for k in reader.get_variable_to_shape_map()
            if k.startswith("variables/") and "OPTIMIZER" not in k]
   for t in TASKS:

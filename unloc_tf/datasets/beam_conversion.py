@@ -141,6 +141,13 @@ def convert_with_beam(opts: builder.Options, beam_options: str = "") -> dict:
     conv.commit(k, conv.new_part(k), conv.paths[k] + ".incomplete")
   todo = conv.todo
   shard_dirs = {k: _shard_dir(work_dir, k, conv.keys[k]) for k in todo}
+  if tf.io.gfile.isdir(work_dir):  # left by a run with other inputs
+    current = {os.path.basename(d) for d in shard_dirs.values()}
+    for entry in tf.io.gfile.listdir(work_dir):
+      entry = entry.rstrip("/")
+      if entry[:5].isdigit() and int(entry[:5]) in shard_dirs and (
+          entry not in current):
+        tf.io.gfile.rmtree(os.path.join(work_dir, entry))
   targets = {}
   for k in todo:
     tf.io.gfile.makedirs(shard_dirs[k])
