@@ -1,4 +1,4 @@
-"""A few hundred steps on a handful of synthetic videos: the training loss
+"""150 steps on a handful of synthetic videos: the training loss
 goes down and moment-retrieval R1@0.5 on those videos goes up (the model can
 fit what it is shown; margins, not times).  The videos come as the
 benchmark's cached scene embeddings (the main job's input; the image
@@ -18,7 +18,7 @@ from unloc_tf.tasks import moment_retriever
 
 N0 = 32
 PYR = spec.PyramidSpec(N0)
-STEPS = 200
+STEPS = 150
 
 
 def _iou(a, b):

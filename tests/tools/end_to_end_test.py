@@ -1,6 +1,6 @@
 """The tools end to end on a tiny synthetic benchmark: make_synthetic →
-train (gin experiment 'smoke') → evaluate → export_saved_model, and
-kill -9 of the training tool followed by the same command again."""
+train (gin experiment 'smoke'), killed with -9 and run again → evaluate →
+export_saved_model (one chain: each tool run costs a TensorFlow start)."""
 
 import json
 import os
@@ -24,45 +24,23 @@ def _run(*args):
   return out.stdout
 
 
-def test_train_evaluate_export(tmp_path):
+def test_train_killed_resumed_evaluate_export(tmp_path):
+  """make_synthetic → tools/train.py killed (-9) after its first checkpoint
+  → the same command again resumes from that checkpoint and finishes with
+  every step done once after it and the newest checkpoints on disk →
+  evaluate (from the workdir's operative config) → export."""
   data, work, serve = (str(tmp_path / d) for d in ("data", "work", "serve"))
   _run("tools/make_synthetic.py", f"--output_dir={data}", "--num_train=6",
        "--num_val=2", "--num_test=2", "--tasks=temporal_localization")
   gin_args = ["--gin_file=experiments/smoke",
               f"--gin_bindings=DATA_DIR='{data}'", f"--workdir={work}"]
-  # XLA through the tools is tools/main_job_test.py's (its experiments
-  # compile the train step); without it this run starts ~40 s sooner.
-  _run("tools/train.py", *gin_args,
-       "--gin_bindings=trainer.train.jit_compile=False")
-  assert os.path.exists(os.path.join(work, "operative_config.gin"))
-  assert os.path.exists(os.path.join(work, "checkpoints", "ckpt-4.index"))
-  # Without --gin_file: the workdir's operative config.
-  out = _run("tools/evaluate.py", f"--workdir={work}", "--checkpoint=latest")
-  result = json.loads(out[out.index("{"):])
-  assert result["step"] == 4
-  assert 0.0 <= result["metrics"]["mAP@0.5"] <= 1.0
-  assert os.path.exists(os.path.join(work, "eval", "predictions_4.json"))
-  _run("tools/export_saved_model.py", *gin_args, f"--export_dir={serve}",
-       "--text_signature=false")
-  assert os.path.exists(os.path.join(serve, "1", "saved_model.pb"))
-  assert os.path.exists(os.path.join(serve, "1", "assets.extra",
-                                     "operative_config.gin"))
-
-
-def test_train_tool_survives_sigkill(tmp_path):
-  """kill -9 of tools/train.py after its first checkpoint; the same command
-  again resumes from that checkpoint and finishes with every step done once
-  after it and the newest checkpoints on disk."""
-  data, work = str(tmp_path / "data"), str(tmp_path / "work")
-  _run("tools/make_synthetic.py", f"--output_dir={data}", "--num_train=4",
-       "--num_val=1", "--num_test=1", "--tasks=temporal_localization")
-  command = [sys.executable, "tools/train.py", "--gin_file=experiments/smoke",
-             f"--gin_bindings=DATA_DIR='{data}'", "--gin_bindings=TRAIN_STEPS=8",
+  command = [sys.executable, "tools/train.py", *gin_args,
+             "--gin_bindings=TRAIN_STEPS=8",
              "--gin_bindings=trainer.train.log_every=1",
-             # XLA is not what this test is about (tools/main_job_test.py
-             # runs it); without it each of the two runs starts ~40 s sooner.
-             "--gin_bindings=trainer.train.jit_compile=False",
-             f"--workdir={work}"]
+             # XLA through the tools is tools/main_job_test.py's (its
+             # experiments compile the train step); without it each of the
+             # two runs starts ~40 s sooner.
+             "--gin_bindings=trainer.train.jit_compile=False"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   victim = subprocess.Popen(command, cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -89,3 +67,16 @@ def test_train_tool_survives_sigkill(tmp_path):
   kept = sorted(int(p.split("-")[1].split(".")[0]) for p in os.listdir(
       os.path.join(work, "checkpoints")) if p.endswith(".index"))
   assert kept[-1] == 8 and resume_from <= 8
+  assert os.path.exists(os.path.join(work, "operative_config.gin"))
+
+  # Without --gin_file: the workdir's operative config.
+  out = _run("tools/evaluate.py", f"--workdir={work}", "--checkpoint=latest")
+  result = json.loads(out[out.index("{"):])
+  assert result["step"] == 8
+  assert 0.0 <= result["metrics"]["mAP@0.5"] <= 1.0
+  assert os.path.exists(os.path.join(work, "eval", "predictions_8.json"))
+  _run("tools/export_saved_model.py", *gin_args, f"--export_dir={serve}",
+       "--text_signature=false")
+  assert os.path.exists(os.path.join(serve, "1", "saved_model.pb"))
+  assert os.path.exists(os.path.join(serve, "1", "assets.extra",
+                                     "operative_config.gin"))
