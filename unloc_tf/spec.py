@@ -64,6 +64,9 @@ PAD_LABEL = -1
 FRAMES = "frames"  # [B, N0, H, W, 3] float32 (CLIP-normalised) or uint8
 FRAME_EMBEDDINGS = "frame_embeddings"  # [B, N0, D] float32
 FRAME_MASK = "frame_mask"  # [B, N0] int32, 1 = real frame
+# Co-training: a batch of task t also holds the key TASK_MARKER_PREFIX + t
+# ([B] int32 zeros; `task_marker`), which the multi-task model dispatches on.
+TASK_MARKER_PREFIX = "task/"
 FRAME_INDICES = "frame_indices"  # [B, N0] int32 stored-frame index of each token
 TEXT_IDS = "text_ids"  # [B, Ntext, Lt] int32 (Ntext = C, K or 1)
 TEXT_MASK = "text_mask"  # [B, Ntext, Lt] int32
@@ -165,3 +168,8 @@ def default_regression_ranges(
     raise ValueError(f"need {num_levels - 1} bounds, got {len(bounds)}")
   edges = [0.0, *[float(b) for b in bounds], math.inf]
   return tuple((edges[i], edges[i + 1]) for i in range(num_levels))
+
+
+def task_marker(task: str) -> str:
+  """The batch key that marks a co-training batch as task `task`'s."""
+  return TASK_MARKER_PREFIX + task

@@ -2,7 +2,7 @@
 
 Each task keeps its own pipeline (`pipeline.make_dataset` with its own
 `InputConfig`, unchanged); `make_datasets` marks every batch of task t with
-the key `task/<t>` (what `unloc_tf.tasks.multitask.MultiTaskModel`
+the key `spec.task_marker(t)` = `task/<t>` (what `unloc_tf.tasks.multitask.MultiTaskModel`
 dispatches on).  `TaskSchedule` says which task step s trains: task t with
 probability weight_t / sum(weights), drawn from a counter-based hash of
 (seed, s), so the schedule is a pure function of the seed and the step:
@@ -29,14 +29,9 @@ from unloc_tf import spec
 from unloc_tf.data import pipeline
 from unloc_tf.data.input_config import InputConfig
 
-_MARKER_PREFIX = "task/"  # = unloc_tf.tasks.multitask.task_key's
 # What the shared backbone needs to be the same for every task's batches.
 BACKBONE_FIELDS = ("num_frames", "input_mode", "embedding_dim",
                    "secs_per_timestep")
-
-
-def task_key(name: str) -> str:
-  return _MARKER_PREFIX + name
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -156,7 +151,7 @@ def make_datasets(data_fns: Mapping[str, Callable[..., tf.data.Dataset]],
     if skip_batches:
       extra_args["skip_batches"] = int(skip_batches.get(name, 0))
     ds = data_fns[name](input_context=input_context, **extra_args)
-    marker = task_key(name)
+    marker = spec.task_marker(name)
     out[name] = pipeline.keep_source_files(ds.map(
         lambda batch, m=marker: {**batch, m: tf.zeros(
             tf.shape(next(iter(batch.values())))[:1], tf.int32)}), ds)

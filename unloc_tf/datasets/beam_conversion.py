@@ -50,12 +50,6 @@ def _shard_dir(work_dir: str, k: int, key: str) -> str:
   return os.path.join(work_dir, f"{k:05d}-{key[:16]}")
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-  with tf.io.gfile.GFile(path + ".incomplete", "wb") as f:
-    f.write(data)
-  tf.io.gfile.rename(path + ".incomplete", path, overwrite=True)
-
-
 def _read(path: str) -> bytes:
   with tf.io.gfile.GFile(path, "rb") as f:
     return f.read()
@@ -85,7 +79,7 @@ def _convert_one(element: Tuple[int, int, common.VideoItem], params: Params,
   tf.io.gfile.rename(base + ".tfrecord.incomplete", base + ".tfrecord",
                      overwrite=True)
   counts = builder.video_counts(res)
-  _write_atomic(base + ".json", json.dumps(counts).encode())
+  builder.atomic_write(base + ".json", json.dumps(counts).encode())
   return k, (j, counts)
 
 
@@ -151,7 +145,7 @@ def convert_with_beam(opts: builder.Options, beam_options: str = "") -> dict:
   targets = {}
   for k in todo:
     tf.io.gfile.makedirs(shard_dirs[k])
-    _write_atomic(os.path.join(shard_dirs[k], "items.pkl"),
+    builder.atomic_write(os.path.join(shard_dirs[k], "items.pkl"),
                   pickle.dumps(conv.shard_items[k]))
     targets[k] = {"path": conv.paths[k], "part_path": conv.part_paths[k],
                   "dir": shard_dirs[k], "part": conv.new_part(k)}

@@ -238,10 +238,12 @@ class Options:
         raise FileNotFoundError(f"--{name}: no such file: {path}")
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, data: str | bytes) -> None:
+  """Writes text or bytes to `path` (local or a `tf.io.gfile` URL) under a
+  temporary name, then renames it."""
   tmp = path + ".incomplete"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(text)
+  with tf.io.gfile.GFile(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+    f.write(data)
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
@@ -286,8 +288,8 @@ def _write_classes(opts: Options, classes: Sequence[str]) -> None:
           f"{path} exists with another class list ({len(old.splitlines())}"
           f" names, now {len(classes)}); pass the same --class_list to every"
           " split of an output_dir, or --overwrite")
-  _atomic_write(path, text)
-  _atomic_write(os.path.join(opts.output_dir, "classes.json"),
+  atomic_write(path, text)
+  atomic_write(os.path.join(opts.output_dir, "classes.json"),
                 json.dumps({c: i for i, c in enumerate(classes)}, indent=1)
                 + "\n")
 
@@ -370,7 +372,7 @@ class ConversionPlan:
     report = _report(opts, self.params, self.classes, self.items, self.paths,
                      self.parts, skipped, time.perf_counter() - self.started)
     path = os.path.join(opts.output_dir, opts.split + ".report.json")
-    _atomic_write(path, json.dumps(report, indent=1) + "\n")
+    atomic_write(path, json.dumps(report, indent=1) + "\n")
     report["report_path"] = path
     return report
 
@@ -379,7 +381,7 @@ def commit_shard(part_path: str, shard_path: str, part: dict,
                  tmp: str) -> None:
   """Publishes a shard: its part first (a shard under its final name always
   has its part), then `tmp` renamed to the shard."""
-  _atomic_write(part_path, json.dumps(part, indent=1) + "\n")
+  atomic_write(part_path, json.dumps(part, indent=1) + "\n")
   tf.io.gfile.rename(tmp, shard_path, overwrite=True)
 
 

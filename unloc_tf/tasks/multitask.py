@@ -7,7 +7,7 @@ pyramid -- each with its own head.  `share_backbone` makes them from models
 built the usual way (the task builders), refusing backbones that disagree.
 
 A batch holds one task's examples, as that task's own pipeline makes them,
-plus a marker key (`task_key(name)`, added by
+plus a marker key (`spec.task_marker(name)`, added by
 `unloc_tf.data.multitask`): the model runs that task's model and its loss,
 times the task's weight.  Why one task per batch, not a fixed number of
 examples of each task: every task keeps its own static shapes (MR's K
@@ -29,10 +29,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import keras
 import tensorflow as tf
 
+from unloc_tf import spec
 from unloc_tf.models import unloc_backbone
 from unloc_tf.tasks import base
 
-_MARKER_PREFIX = "task/"
 # Backbone settings that may differ between tasks (at any depth of its
 # config): AS and classification read the level-0 tokens, and their
 # builders set no pyramid; the shared backbone is the first task's.
@@ -40,9 +40,7 @@ _TASK_OWNED_BACKBONE_FIELDS = ("pyramid", "num_levels", "fpn_layer_indices",
                                "name")
 
 
-def task_key(name: str) -> str:
-  """The batch key that marks a batch as task `name`'s."""
-  return _MARKER_PREFIX + name
+task_key = spec.task_marker  # the batch key that marks task `name`'s batch
 
 
 def task_of(batch: Mapping[str, Any]) -> str:
@@ -51,18 +49,20 @@ def task_of(batch: Mapping[str, Any]) -> str:
   Raises:
     ValueError: no marker, or more than one.
   """
-  names = [k[len(_MARKER_PREFIX):] for k in batch
-           if k.startswith(_MARKER_PREFIX)]
+  prefix = spec.TASK_MARKER_PREFIX
+  names = [k[len(prefix):] for k in batch if k.startswith(prefix)]
   if len(names) != 1:
     raise ValueError(
         f"a co-training batch carries exactly one task marker"
-        f" ({_MARKER_PREFIX}<task>, added by unloc_tf.data.multitask), got"
+        f" ({spec.TASK_MARKER_PREFIX}<task>, added by"
+        " unloc_tf.data.multitask), got"
         f" {sorted(names) or 'none'} among keys {sorted(batch)[:8]}")
   return names[0]
 
 
 def without_marker(batch: Mapping[str, Any]) -> Dict[str, Any]:
-  return {k: v for k, v in batch.items() if not k.startswith(_MARKER_PREFIX)}
+  return {k: v for k, v in batch.items()
+          if not k.startswith(spec.TASK_MARKER_PREFIX)}
 
 
 def _without_task_fields(config: Any) -> Any:
